@@ -1,0 +1,78 @@
+"""The ``tslayers`` command: run | pretrain | probe | align | report | inspect.
+
+Each subcommand is a thin shell over one function in the package, imported lazily so that
+``tslayers --help`` is instant and a missing optional piece only affects its own command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, function, help). The function takes the parsed argparse namespace.
+COMMANDS = {
+    "run": ("tslayers.study", "run_command",
+            "run a whole layerwise study from one config (default: configs/quickstart.yaml)"),
+    "pretrain": ("tslayers.training", "pretrain_command",
+                 "pretrain an encoder with one objective (forecast/reconstruct/contrastive/jepa)"),
+    "probe": ("tslayers.probing.command", "probe_command",
+              "probe every layer of an encoder on the configured task families"),
+    "align": ("tslayers.align", "align_command",
+              "tune an encoder with a temporal alignment head, then re-probe it"),
+    "report": ("tslayers.report", "report_command",
+               "render a results file (netCDF) as markdown tables and figures"),
+    "inspect": ("tslayers.probing.command", "inspect_command",
+                "tap and diagnose the layers of an arbitrary PyTorch model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tslayers",
+        description="Where do a time-series transformer's best features live? Probe every layer.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, _, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == "report":
+            p.add_argument("results", help="results file written by probe/align/run (.nc)")
+            p.add_argument("--out", default=None, help="output folder (default: beside results)")
+        elif name == "inspect":
+            p.add_argument("--module", required=True,
+                           help="FILE.py:FACTORY or package.module:FACTORY returning an nn.Module")
+            p.add_argument("--taps", default="*", help="module-name glob(s), comma separated")
+            p.add_argument("--data", default="synthetic/mixture", help="dataset name or path")
+            p.add_argument("--context", type=int, default=256, help="window length")
+            p.add_argument("--reduce", default="mean", choices=["mean", "last", "tokens"],
+                           help="how each tap is pooled over time")
+            p.add_argument("--input-layout", default="btc", choices=["btc", "bct", "bt"],
+                           help="how the model expects a batch: (B,T,C), (B,C,T) or (B,T)")
+            p.add_argument("--max-windows", type=int, default=2048)
+            p.add_argument("--out", default="runs/inspect", help="output folder")
+        else:
+            default = "configs/quickstart.yaml" if name == "run" else None
+            p.add_argument("config", nargs="?" if default else None, default=default,
+                           help=f"YAML config{' (default: ' + default + ')' if default else ''}")
+            p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+            p.add_argument("--out", default=None, help="output folder (overrides the config)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name, _ = COMMANDS[args.command]
+    try:
+        module = importlib.import_module(module_name)
+        func = getattr(module, func_name)
+    except (ImportError, AttributeError) as err:
+        print(f"tslayers {args.command}: not available in this build ({err}).", file=sys.stderr)
+        return 2
+    try:
+        return int(func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as err:  # ConfigError is a ValueError
+        print(f"tslayers {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+if __name__ == "__main__":
+    sys.exit(main())

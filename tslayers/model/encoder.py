@@ -1,0 +1,335 @@
+"""TemporalEncoder: instance scaling, patch tokens, prefix registers, pre-norm RoPE blocks, taps.
+
+Layer indices used everywhere in tslayers: ``0`` is the patch embedding, ``i`` (1..L) the output
+of block ``i-1``. Stable tap names:
+
+=================  =======================================================
+``embed.out``      layer 0: patch (+ register) embeddings
+``blocks.{i}.out`` layer ``i + 1``: residual stream after block ``i``
+``norm.out``       final LayerNorm of layer L (what ``EncoderOutput.tokens`` holds)
+=================  =======================================================
+
+Sub-modules keep readable names (``blocks.{i}.attn``, ``blocks.{i}.mlp``) so the generic hook
+taps of :mod:`tslayers.probing` can reach inside a block too.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from tslayers.kernels import BACKENDS, AttentionStats
+
+from .layers import Block, rope_tables
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class EncoderConfig:
+    """Architecture of a :class:`TemporalEncoder` (everything needed to rebuild it)."""
+
+    n_channels: int = 1
+    patch_len: int = 16
+    stride: int | None = None  # None: non-overlapping patches (stride = patch_len)
+    d_model: int = 128
+    n_layers: int = 6
+    n_heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    drop_path: float = 0.0
+    layerscale: float | None = 0.1  # None or 0 disables LayerScale
+    causal: bool = False
+    channel_mixing: bool = False  # False: one token sequence per channel (channel-independent)
+    n_registers: int = 0  # prefix register/CLS tokens
+    rope_base: float = 10000.0
+    scaling: bool = True  # instance scaling from observed values (RevIN-style, no affine)
+    attn_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.stride is None:
+            self.stride = self.patch_len
+        checks = {
+            "patch_len": self.patch_len >= 1,
+            "stride": 1 <= self.stride,
+            "n_layers": self.n_layers >= 1,
+            "n_heads": self.n_heads >= 1,
+            "n_registers": self.n_registers >= 0,
+            "n_channels": self.n_channels >= 1,
+            "drop_path": 0.0 <= self.drop_path < 1.0,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(f"encoder.{key}={getattr(self, key)!r} is out of range")
+        if self.attn_backend not in BACKENDS:
+            raise ValueError(f"encoder.attn_backend must be one of {BACKENDS}")
+
+
+@dataclass
+class Patched:
+    """Instance-scaled input cut into patches (what the embedding and objectives consume).
+
+    ``values``  (B', P, patch_len * k) scaled values with unobserved entries set to 0;
+    ``observed`` same shape, 1.0 where observed; B' = B*C and k = 1 when channel-independent,
+    B' = B and k = C when channel-mixing. ``loc``/``scale`` (B, 1, C) map scaled values back.
+    """
+
+    values: torch.Tensor
+    observed: torch.Tensor
+    loc: torch.Tensor
+    scale: torch.Tensor
+    n_channels: int
+    pad: int  # time steps of NaN padding added at the front so patches end at the last step
+
+
+@dataclass
+class EncoderOutput:
+    """Result of one forward pass. ``tokens``: (B', N, D) with N = n_registers + P."""
+
+    tokens: torch.Tensor
+    patched: Patched
+    num_prefix: int
+    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
+    attn_stats: dict[int, AttentionStats] = field(default_factory=dict)
+    depth: int = 0  # the deepest layer computed (L unless the pass exited early)
+
+    @property
+    def patch_tokens(self) -> torch.Tensor:
+        """Final tokens without the prefix registers, (B', P, D)."""
+        return self.tokens[:, self.num_prefix :]
+
+    def per_channel(self, t: torch.Tensor) -> torch.Tensor:
+        """Regroup a (B*C, ...) channel-independent tensor as (B, C, ...)."""
+        return rearrange(t, "(b c) ... -> b c ...", c=self.patched.n_channels)
+
+
+def tap_name(layer: int) -> str:
+    return "embed.out" if layer == 0 else f"blocks.{layer - 1}.out"
+
+
+class TemporalEncoder(nn.Module):
+    """Patch-token transformer over (B, T, C) series with NaNs as missing values."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        per_token = c.patch_len * (c.n_channels if c.channel_mixing else 1)
+        self.embed = nn.Linear(2 * per_token, c.d_model)  # values and observed-mask
+        self.mask_token = nn.Parameter(torch.zeros(c.d_model))
+        self.registers = nn.Parameter(torch.randn(c.n_registers, c.d_model) * 0.02)
+        dpr = [c.drop_path * i / max(1, c.n_layers - 1) for i in range(c.n_layers)]
+        self.blocks = nn.ModuleList(
+            Block(c.d_model, c.n_heads, c.mlp_ratio, c.dropout, dpr[i], c.layerscale or None,
+                  c.attn_backend)
+            for i in range(c.n_layers)
+        )
+        self.norm = nn.LayerNorm(c.d_model)
+        self.apply(_init_weights)
+
+    # ------------------------------------------------------------------ names and sizes
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_prefix(self) -> int:
+        return self.registers.shape[0]
+
+    def tap_names(self) -> dict[str, int]:
+        """Stable tap name -> layer index (0 = embeddings, L = last block)."""
+        return {tap_name(i): i for i in range(self.n_layers + 1)}
+
+    def min_length(self) -> int:
+        return self.config.patch_len
+
+    def n_patches(self, length: int) -> int:
+        c = self.config
+        return -(-(max(length, c.patch_len) - c.patch_len) // c.stride) + 1
+
+    # ------------------------------------------------------------------ input handling
+    def patchify(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> Patched:
+        """Scale (B, T, C) by observed statistics and cut into patches (see :class:`Patched`)."""
+        c = self.config
+        if x.dim() != 3:
+            raise ValueError(f"expected input of shape (batch, time, channels), got {tuple(x.shape)}")
+        b, t, ch = x.shape
+        if t < c.patch_len:
+            raise ValueError(
+                f"series of length {t} is shorter than one patch: the minimum length is "
+                f"patch_len={c.patch_len}; use longer windows or a smaller encoder.patch_len"
+            )
+        if c.channel_mixing and ch != c.n_channels:
+            raise ValueError(
+                f"channel-mixing encoder was built for n_channels={c.n_channels}, got {ch} channels"
+            )
+        x = x.float()
+        observed = ~torch.isnan(x)
+        if mask is not None:
+            observed = observed & mask.bool()
+        obs_f = observed.float()
+        values = torch.where(observed, x, torch.zeros((), device=x.device))
+        if c.scaling:
+            count = obs_f.sum(1, keepdim=True)
+            loc = values.sum(1, keepdim=True) / count.clamp(min=1)
+            var = ((values - loc) ** 2 * obs_f).sum(1, keepdim=True) / count.clamp(min=1)
+            scale = torch.sqrt(var + 1e-5)  # constant series: scale = sqrt(eps), no division by 0
+            scale = torch.where(count > 0, scale, torch.ones_like(scale))
+        else:
+            loc = torch.zeros(b, 1, ch, device=x.device)
+            scale = torch.ones(b, 1, ch, device=x.device)
+        values = (values - loc) / scale * obs_f
+        pad = (self.n_patches(t) - 1) * c.stride + c.patch_len - t
+        if pad:
+            values = nn.functional.pad(values, (0, 0, pad, 0))
+            obs_f = nn.functional.pad(obs_f, (0, 0, pad, 0))
+        v = values.unfold(1, c.patch_len, c.stride)  # (B, P, C, patch_len)
+        o = obs_f.unfold(1, c.patch_len, c.stride)
+        pattern = "b p c l -> b p (c l)" if c.channel_mixing else "b p c l -> (b c) p l"
+        return Patched(rearrange(v, pattern), rearrange(o, pattern), loc, scale, ch, pad)
+
+    def embed_patches(self, patched: Patched, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch embeddings with prefix registers: (B', n_registers + P, D).
+
+        ``patch_mask`` (B', P) bool replaces those patches by the learned mask token
+        (masked reconstruction and JEPA context encoders).
+        """
+        tokens = self.embed(torch.cat([patched.values, patched.observed], dim=-1))
+        if patch_mask is not None:
+            if patch_mask.shape != tokens.shape[:2]:
+                raise ValueError(f"patch_mask must be {tuple(tokens.shape[:2])}, "
+                                 f"got {tuple(patch_mask.shape)}")
+            tokens = torch.where(patch_mask[..., None], self.mask_token.to(tokens.dtype), tokens)
+        prefix = self.registers.expand(tokens.shape[0], -1, -1)
+        return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+
+    # ------------------------------------------------------------------ forward
+    def _resolve_taps(self, taps: Iterable[int | str] | str | None) -> set[int]:
+        if taps is None:
+            return set()
+        if taps == "all":
+            return set(range(self.n_layers + 1))
+        names = self.tap_names()
+        layers = set()
+        for tap in [taps] if isinstance(taps, (str, int)) else taps:
+            if isinstance(tap, str):
+                if tap not in names:
+                    raise ValueError(f"unknown tap '{tap}'; available: {', '.join(names)}")
+                tap = names[tap]
+            if not 0 <= tap <= self.n_layers:
+                raise ValueError(f"tap layer {tap} outside 0..{self.n_layers}")
+            layers.add(int(tap))
+        return layers
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        patch_mask: torch.Tensor | None = None,
+        key_lengths: torch.Tensor | None = None,
+        taps: Iterable[int | str] | str | None = None,
+        attn_stats: bool = False,
+        exit_early: bool = False,
+    ) -> EncoderOutput:
+        """Encode (B, T, C) -> :class:`EncoderOutput`.
+
+        ``taps``: layer indices or tap names (or ``"all"``) whose tokens to keep from this pass.
+        ``attn_stats``: collect per-layer :class:`AttentionStats` (keyed by layer index 1..L).
+        ``exit_early``: stop after the deepest requested tap; ``tokens`` is then that layer's
+        (un-normalised) tokens and ``depth`` says which layer it is.
+        """
+        layers = self._resolve_taps(taps)
+        stop = max(layers) if (exit_early and layers) else self.n_layers
+        patched = self.patchify(x, mask)
+        h = self.embed_patches(patched, patch_mask)
+        n_patches = h.shape[1] - self.num_prefix
+        head_dim = self.config.d_model // self.config.n_heads
+        rope = rope_tables(n_patches, self.num_prefix, head_dim, self.config.rope_base,
+                           h.device, h.dtype)
+        hidden = {0: h} if 0 in layers else {}
+        stats: dict[int, AttentionStats] = {}
+        for i, block in enumerate(self.blocks[:stop]):
+            h, st = block(h, rope, causal=self.config.causal, num_prefix=self.num_prefix,
+                          key_lengths=key_lengths, stats=attn_stats)
+            if st is not None:
+                stats[i + 1] = st
+            if i + 1 in layers:
+                hidden[i + 1] = h
+        tokens = self.norm(h) if stop == self.n_layers else h
+        return EncoderOutput(tokens, patched, self.num_prefix, hidden, stats, stop)
+
+    # ------------------------------------------------------------------ surgery and I/O
+    def truncated(self, n_layers: int) -> TemporalEncoder:
+        """A copy keeping blocks 0..n_layers-1 (layer ``n_layers``) and their weights."""
+        if not 1 <= n_layers <= self.n_layers:
+            raise ValueError(f"cannot truncate a {self.n_layers}-layer encoder at layer "
+                             f"{n_layers}; choose 1..{self.n_layers}")
+        clone = copy.deepcopy(self)
+        clone.blocks = clone.blocks[:n_layers]
+        clone.config = dataclasses.replace(self.config, n_layers=n_layers)
+        return clone
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` (no pickles) into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file(state, str(tmp), metadata={"format": "pt", "tslayers": "TemporalEncoder"})
+        tmp.replace(directory / WEIGHTS_FILE)
+        cfg_tmp = directory / (CONFIG_FILE + ".tmp")
+        cfg_tmp.write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
+        cfg_tmp.replace(directory / CONFIG_FILE)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides) -> TemporalEncoder:
+        """Rebuild from :meth:`save_pretrained` output; ``overrides`` change e.g. attn_backend."""
+        from safetensors.torch import load_file
+
+        from tslayers.config import from_dict
+
+        directory = Path(directory)
+        cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+        for p in (cfg_path, w_path):
+            if not p.is_file():
+                raise FileNotFoundError(
+                    f"no {p.name} in '{directory}': expected a directory written by "
+                    "TemporalEncoder.save_pretrained (e.g. a pretrain run's 'encoder/' folder)"
+                )
+        config = from_dict(EncoderConfig, {**json.loads(cfg_path.read_text()), **overrides})
+        model = cls(config)
+        state = load_file(str(w_path))
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        mismatched = [k for k in state if k in own and own[k].shape != state[k].shape]
+        if missing or unexpected or mismatched:
+            raise ValueError(
+                f"weights in '{w_path}' do not fit the architecture in {cfg_path.name}: "
+                f"missing={missing[:5]} unexpected={unexpected[:5]} mismatched={mismatched[:5]}"
+            )
+        model.load_state_dict(state)
+        return model
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
