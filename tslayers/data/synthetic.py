@@ -92,7 +92,7 @@ def _project(
     w = rng.standard_normal((n_channels, f))
     w /= np.linalg.norm(w, axis=1, keepdims=True)
     signal = np.einsum("ntf,cf->ntc", ((features - mu) / sd).astype(np.float32),
-                       (w / sd * sd).astype(np.float32))
+                       w.astype(np.float32))
     scale = signal.std(axis=(0, 1)) + 1e-12
     signal /= scale
     w = w / scale[:, None] / sd[None, :]  # obs = (features - mu) @ w.T + noise
@@ -185,7 +185,7 @@ def make_lgssm(
         p0 = (p0 + p0.T) / 2
         cm = rng.standard_normal((c, s))
         cm /= np.sqrt(np.einsum("cs,st,ct->c", cm, p0, cm))[:, None]
-        for key, val in zip(mats, (a, cm, q, noise**2 * np.eye(c), np.zeros(s), p0)):
+        for key, val in zip(mats, (a, cm, q, noise**2 * np.eye(c), np.zeros(s), p0), strict=True):
             mats[key].append(val)
     stack = {k: np.stack(v) for k, v in mats.items()}
     label = rng.integers(0, n_systems, n_series)
@@ -412,8 +412,8 @@ def make_switching_ar(
     z = np.empty((n_series, length, n_channels), dtype=np.float32)
     k0 = regime[:, 0]
     z[:, 0] = scale[k0][:, None] * eps[:, 0]
-    z[:, 1] = a1[k0][:, None] * z[:, 0] + sigma[k0][:, None] * eps[:, 1] * np.sqrt(
-        1 - (a1[k0] / (1 - a2[k0])) ** 2)[:, None]
+    rho1 = a1[k0] / (1 - a2[k0])  # lag-1 autocorrelation: start in the stationary law
+    z[:, 1] = rho1[:, None] * z[:, 0] + (scale[k0] * np.sqrt(1 - rho1**2))[:, None] * eps[:, 1]
     for t in range(2, length):
         k = regime[:, t]
         z[:, t] = (a1[k][:, None] * z[:, t - 1] + a2[k][:, None] * z[:, t - 2]
@@ -460,11 +460,12 @@ def make_seasonal_anomalies(
     ``latent`` = (trend, season_p for each period), shared by a series' channels through random
     per-channel loadings (``loading`` (series, channel, component), ``level`` (series, channel)),
     so ``clean = level + sum_j loading_j * latent_j``. A fraction ``anomaly_prob`` of series gets
-    1..``max_anomalies`` anomalies affecting all channels: spikes (one step, +-4..8 std),
-    temporary level shifts (+-2..4 std) and flat segments (value held), both lasting
-    ``segment_length`` steps. ``time_label`` is 1 on anomalous steps (kind "anomaly"),
-    ``anomaly_type`` (series, time) says which (index into attr ``anomaly_types``), ``label`` is 1
-    for series with any anomaly. ``season_length`` = the shortest period.
+    1..``max_anomalies`` anomalies affecting all channels, in distinct slots of the series (they
+    never overlap): spikes (one step, +-4..8 std), temporary level shifts (+-2..4 std) and flat
+    segments (value held), both lasting ``segment_length`` steps. ``time_label`` is 1 on
+    anomalous steps (kind "anomaly"), ``anomaly_type`` (series, time) says which (index into
+    attr ``anomaly_types``), ``label`` is 1 for series with any anomaly. ``season_length`` is
+    the shortest period.
     """
     _check_sizes(n_series, length)
     rng = np.random.default_rng(seed)
@@ -491,13 +492,20 @@ def make_seasonal_anomalies(
 
     has = rng.random(n) < anomaly_prob
     count = np.where(has, rng.integers(1, max_anomalies + 1, n), 0)
+    # one anomaly per slot of tlen // max_anomalies steps, slots chosen at random: anomalies
+    # never overlap, so every labelled run is exactly one anomaly of one type
+    slot = tlen // max_anomalies
+    if slot < 2:
+        raise DataError(f"length {tlen} is too short for max_anomalies={max_anomalies}; use "
+                        f"max_anomalies <= {tlen // 2}")
+    rank = np.argsort(rng.random((n, max_anomalies)), axis=1)
     atype = np.zeros((n, tlen), dtype=np.int64)
     for k in range(max_anomalies):
-        active = count > k
+        active = rank[:, k] < count
         kind = rng.integers(1, len(ANOMALY_TYPES), n)
-        seg = rng.integers(segment_length[0], segment_length[1] + 1, n)
+        seg = np.minimum(rng.integers(segment_length[0], segment_length[1] + 1, n), slot - 1)
         seg = np.where(kind == 1, 1, seg)
-        start = rng.integers(0, np.maximum(tlen - seg, 1))
+        start = k * slot + rng.integers(0, slot - seg)
         sign = rng.choice([-1.0, 1.0], n)
         mag = np.where(kind == 1, rng.uniform(4, 8, n), rng.uniform(2, 4, n)) * sign
         mask = active[:, None] & (t[None] >= start[:, None]) & (t[None] < (start + seg)[:, None])
@@ -505,7 +513,7 @@ def make_seasonal_anomalies(
         bump = (mask & add[:, None])[..., None] * (mag[:, None, None] * std)
         obs = obs + bump.astype(np.float32)
         flat = mask & (kind == 3)[:, None]
-        held = obs[np.arange(n), np.clip(start, 0, tlen - 1)]  # (N, C)
+        held = obs[np.arange(n), start]  # (N, C)
         obs = np.where(flat[..., None], held[:, None], obs)
         atype = np.where(mask, kind[:, None], atype)
     # a series drawn as anomalous always has >= 1 labelled step, so label == any(time_label)
@@ -564,7 +572,7 @@ def make_mixture(
     seeds = np.random.SeedSequence(seed).spawn(len(systems) + 1)
     counts = [len(a) for a in np.array_split(np.arange(n_series), len(systems))]
     parts = []
-    for i, (sys_name, cnt) in enumerate(zip(systems, counts)):
+    for i, (sys_name, cnt) in enumerate(zip(systems, counts, strict=True)):
         if cnt == 0:
             continue
         kw: dict[str, Any] = dict(noise=noise, seed=int(seeds[i].generate_state(1)[0]))
