@@ -296,12 +296,19 @@ class TemporalEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, **overrides) -> TemporalEncoder:
-        """Rebuild from :meth:`save_pretrained` output; ``overrides`` change e.g. attn_backend."""
+        """Rebuild from :meth:`save_pretrained` output; ``overrides`` change e.g. attn_backend.
+
+        ``directory`` may also be a run folder holding an ``encoder/`` sub-folder (pretrain and
+        align runs write one).
+        """
         from safetensors.torch import load_file
 
         from tslayers.config import from_dict
 
         directory = Path(directory)
+        nested = directory / "encoder"
+        if not (directory / CONFIG_FILE).is_file() and (nested / CONFIG_FILE).is_file():
+            directory = nested
         cfg_path, w_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         for p in (cfg_path, w_path):
             if not p.is_file():
