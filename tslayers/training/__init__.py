@@ -1,0 +1,35 @@
+"""Training: the Lightning loop shared by pretraining and alignment, and ``pretrain``.
+
+``loop`` (optimiser/schedule, Trainer, resumable data order) and ``module`` (LitPretrainer)
+import no data code; ``pretrain``/``PretrainConfig`` pull in the data module lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "TrainConfig": "tslayers.training.config",
+    "PretrainConfig": "tslayers.training.config",
+    "LitPretrainer": "tslayers.training.module",
+    "build_trainer": "tslayers.training.loop",
+    "configure_adamw_cosine": "tslayers.training.loop",
+    "warmup_cosine": "tslayers.training.loop",
+    "param_groups": "tslayers.training.loop",
+    "resolve_precision": "tslayers.training.loop",
+    "ResumableLoader": "tslayers.training.loop",
+    "EpochSampler": "tslayers.training.loop",
+    "pretrain": "tslayers.training.pretraining",
+    "pretrain_command": "tslayers.training.pretraining",
+    "export_pretrained": "tslayers.training.pretraining",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tslayers.training' has no attribute '{name}'")
+
+
+__all__ = list(_LAZY)
