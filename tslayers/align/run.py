@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import xarray as xr
 
@@ -92,7 +93,7 @@ def best_layer_from_results(path: str | Path, task: str, model: str | None = Non
     metric = str(score["metric"].values[0])
     s = score.sel(metric=metric).dropna("layer")
     higher = bool(ds["higher_is_better"].sel(metric=metric))
-    return int(s["layer"].values[int(s.argmax() if higher else s.argmin())])
+    return int(s["layer"].values[int(np.argmax(s.values) if higher else np.argmin(s.values))])
 
 
 # ---------------------------------------------------------------------------- Lightning
@@ -243,7 +244,7 @@ def alignment_summary(results: xr.Dataset, before: str, after: str,
             last_b, last_a = float(b.isel(layer=-1)), float(a.isel(layer=-1))
             best_a = float((sign * a).max()) * sign
             gap = sign * (best_b - last_b)
-            best_layer = int(b["layer"][int((sign * b).argmax())])
+            best_layer = int(b["layer"][int(np.argmax(sign * b.values))])
             rows[f"{task}/{metric}"] = {
                 "best_before": best_b, "best_layer_before": best_layer,
                 "last_before": last_b, "last_after": last_a, "best_after": best_a,
@@ -255,10 +256,11 @@ def alignment_summary(results: xr.Dataset, before: str, after: str,
 
 
 def _kept(after: float, before: float, sign: float) -> float:
-    """Share of the pre-alignment best score kept (1 = no loss), direction-aware."""
-    if before == 0:
+    """Share of the pre-alignment best score kept (1 = no loss), direction-aware; defined for
+    positive scores only (an R^2 below zero has no meaningful ratio)."""
+    if before <= 0 or after <= 0:
         return float("nan")
-    return after / before if sign > 0 else before / after if after else float("nan")
+    return after / before if sign > 0 else before / after
 
 
 def align_command(args: Any) -> int:

@@ -161,7 +161,9 @@ class TemporalEncoder(nn.Module):
         """Scale (B, T, C) by observed statistics and cut into patches (see :class:`Patched`)."""
         c = self.config
         if x.dim() != 3:
-            raise ValueError(f"expected input of shape (batch, time, channels), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected input of shape (batch, time, channels), got {tuple(x.shape)}"
+            )
         b, t, ch = x.shape
         if t < c.patch_len:
             raise ValueError(
@@ -197,7 +199,9 @@ class TemporalEncoder(nn.Module):
         pattern = "b p c l -> b p (c l)" if c.channel_mixing else "b p c l -> (b c) p l"
         return Patched(rearrange(v, pattern), rearrange(o, pattern), loc, scale, ch, pad)
 
-    def embed_patches(self, patched: Patched, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_patches(
+        self, patched: Patched, patch_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Patch embeddings with prefix registers: (B', n_registers + P, D).
 
         ``patch_mask`` (B', P) bool replaces those patches by the learned mask token

@@ -13,7 +13,8 @@ def rope_tables(
     n_patches: int, num_prefix: int, head_dim: int, base: float, device, dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables (N, head_dim): patch tokens rotate by position, prefix tokens do not."""
-    inv_freq = base ** (-torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    exponents = torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim
+    inv_freq = base ** (-exponents)
     pos = torch.arange(n_patches, device=device, dtype=torch.float32)
     angles = torch.outer(pos, inv_freq)  # (P, head_dim/2)
     angles = torch.cat([torch.zeros(num_prefix, angles.shape[1], device=device), angles])
@@ -75,7 +76,8 @@ class SelfAttention(nn.Module):
         key_lengths: torch.Tensor | None,
         stats: bool,
     ) -> tuple[torch.Tensor, AttentionStats | None]:
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_heads)
+        qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_heads)
+        q, k, v = qkv
         q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         result = attention(
             q, k, v, causal=causal, key_lengths=key_lengths, stats=stats,

@@ -1,0 +1,197 @@
+"""Label-free layer diagnostics: CKA, effective rank, global-token norms, over-smoothing, and
+per-head attention statistics. Everything streams over batches; nothing forms an N x N Gram
+matrix over the whole dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from einops import rearrange
+
+from tslayers.kernels import AttentionStats
+from tslayers.objectives.collapse import effective_rank as _effective_rank
+
+
+def _t(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    x = torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x.detach()
+    return x.double().reshape(len(x), -1)
+
+
+# -------------------------------------------------------------------- CKA
+def linear_cka(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> float:
+    """Linear CKA (Kornblith et al. 2019) of (n, d1) and (n, d2) features, biased estimator,
+    in feature space: ``||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)``. O(n d^2) memory-free
+    of n x n matrices; use :class:`MinibatchCKA` for datasets that do not fit in memory."""
+    xc, yc = _t(x), _t(y)
+    xc, yc = xc - xc.mean(0), yc - yc.mean(0)
+    num = (yc.T @ xc).pow(2).sum()
+    den = (xc.T @ xc).pow(2).sum().sqrt() * (yc.T @ yc).pow(2).sum().sqrt()
+    return float(num / den) if den > 0 else float("nan")
+
+
+def _unbiased_hsic_all(grams: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC (Song et al. 2012) between all pairs of (L, b, b) Gram matrices -> (L, L)."""
+    n = grams.shape[-1]
+    k = grams.clone()
+    k.diagonal(dim1=-2, dim2=-1).zero_()
+    rows = k.sum(-1)  # (L, b)
+    tot = rows.sum(-1)  # (L,)
+    trace = torch.einsum("aij,bij->ab", k, k)
+    return (trace + torch.outer(tot, tot) / ((n - 1) * (n - 2)) - 2 * rows @ rows.T / (n - 2)) / (
+        n * (n - 3)
+    )
+
+
+class MinibatchCKA:
+    """Minibatch CKA between every pair of layers (Nguyen et al. 2021): unbiased HSIC summed
+    over minibatches, ``CKA_ab = sum HSIC_ab / sqrt(sum HSIC_aa sum HSIC_bb)``. Memory per
+    update is O(L b^2) for batch size b. Pass features of two models together (same windows)
+    for cross-model CKA."""
+
+    def __init__(self) -> None:
+        self.hsic: torch.Tensor | None = None
+        self.layers: list[Hashable] = []
+
+    def update(self, feats: Mapping[Hashable, np.ndarray | torch.Tensor]) -> None:
+        layers = list(feats)
+        if self.hsic is None:
+            self.layers = layers
+            self.hsic = torch.zeros(len(layers), len(layers), dtype=torch.float64)
+        elif layers != self.layers:
+            raise ValueError(f"MinibatchCKA: layers changed from {self.layers} to {layers}")
+        xs = [_t(v) for v in feats.values()]
+        if len(xs[0]) < 4:
+            return  # the unbiased estimator needs n >= 4
+        grams = torch.stack([x @ x.T for x in xs])
+        self.hsic += _unbiased_hsic_all(grams)
+
+    def result(self) -> np.ndarray:
+        """(L, L) CKA matrix in the order layers were given."""
+        if self.hsic is None:
+            raise ValueError("MinibatchCKA.result before any update")
+        d = self.hsic.diagonal().clamp(min=1e-300).sqrt()
+        return (self.hsic / torch.outer(d, d)).numpy()
+
+
+def minibatch_cka(
+    feats: Mapping[Hashable, np.ndarray | torch.Tensor], batch_size: int = 256
+) -> np.ndarray:
+    """All-pairs minibatch CKA of in-memory features ``{layer: (n, d)}`` -> (L, L)."""
+    acc = MinibatchCKA()
+    n = len(next(iter(feats.values())))
+    for start in range(0, n - 3, batch_size):
+        stop = start + batch_size
+        if n - stop < 4:  # fold a tail too small for the estimator into this batch
+            stop = n
+        acc.update({k: v[start:stop] for k, v in feats.items()})
+        if stop == n:
+            break
+    return acc.result()
+
+
+# -------------------------------------------------------------------- spectra and norms
+def effective_rank(emb: np.ndarray | torch.Tensor) -> float:
+    """RankMe of an (n, d) embedding matrix (the one definition lives in objectives.collapse)."""
+    return _effective_rank(_t(emb))
+
+
+def effective_rank_from_gram(gram: np.ndarray, eps: float = 1e-7) -> float:
+    """RankMe from the (d, d) second-moment matrix X^T X (streamed): singular values are the
+    square roots of its eigenvalues."""
+    s = np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None))
+    p = s / s.sum() + eps
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def norm_outlier_frac(tokens: np.ndarray | torch.Tensor, factor: float = 3.0) -> float:
+    """Fraction of tokens whose L2 norm exceeds ``factor`` x the median token norm: the
+    high-norm "global tokens" of "Vision Transformers Need Registers". tokens (B, N, D)."""
+    norms = torch.as_tensor(tokens).double().norm(dim=-1).flatten()
+    return float((norms > factor * norms.median()).double().mean())
+
+
+def mean_token_sim(tokens: np.ndarray | torch.Tensor) -> float:
+    """Mean cosine similarity of each token to its sequence's mean token (over-smoothing: 1
+    when all tokens collapse to the same direction). tokens (B, N, D)."""
+    t = torch.as_tensor(tokens).double()
+    mean = t.mean(1, keepdim=True).expand_as(t)
+    return float(torch.nn.functional.cosine_similarity(t, mean, dim=-1).mean())
+
+
+# -------------------------------------------------------------------- attention statistics
+ATTN_FIELDS = ("attn_entropy", "attn_distance", "attn_prefix_mass", "attn_received_max")
+
+
+class AttentionSummary:
+    """Running per-head means of attention statistics over batches, one entry per layer.
+
+    ``entropy``/``distance``/``prefix_mass`` average over queries and sequences;
+    ``received_max`` is the largest share of all attention any single key receives
+    (received mass / number of queries), averaged over sequences: ~1/N for uniform attention,
+    near 1 when one global token absorbs everything.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[Hashable, dict[str, torch.Tensor]] = {}
+        self.counts: dict[Hashable, int] = {}
+
+    def update(self, stats: Mapping[Hashable, AttentionStats]) -> None:
+        for layer, st in stats.items():
+            n_q = st.received.shape[-1]
+            vals = {
+                "attn_entropy": st.entropy.float().mean(-1),
+                "attn_distance": st.distance.float().mean(-1),
+                "attn_prefix_mass": st.prefix_mass.float().mean(-1),
+                "attn_received_max": st.received.float().amax(-1) / n_q,
+            }  # each (B, H)
+            acc = self.sums.setdefault(layer,
+                                       {k: torch.zeros(v.shape[1]) for k, v in vals.items()})
+            for key, v in vals.items():
+                acc[key] += v.sum(0).cpu()
+            self.counts[layer] = self.counts.get(layer, 0) + next(iter(vals.values())).shape[0]
+
+    def result(self) -> dict[Hashable, dict[str, np.ndarray]]:
+        """{layer: {field: (H,)}}."""
+        return {layer: {k: (v / self.counts[layer]).numpy() for k, v in acc.items()}
+                for layer, acc in self.sums.items()}
+
+
+def layer_diagnostics(
+    tokens: Mapping[Hashable, np.ndarray | torch.Tensor],
+    *,
+    num_prefix: int = 0,
+    outlier_factor: float = 3.0,
+    cka_batch: int = 256,
+    pooled: Mapping[Hashable, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Token diagnostics for in-memory tokens ``{layer: (B, N, D)}``.
+
+    Returns ``effective_rank``, ``norm_outlier_frac``, ``mean_token_sim`` (L,) and ``cka``
+    (L, L) computed on per-window mean-pooled patch tokens (or ``pooled`` {layer: (B, D)}).
+    """
+    layers = list(tokens)
+    if pooled is None:
+        pooled = {k: torch.as_tensor(v)[:, num_prefix:].double().mean(1) for k, v in tokens.items()}
+    flat = {k: rearrange(torch.as_tensor(v).double(), "b n d -> (b n) d")
+            for k, v in tokens.items()}
+    return {
+        "effective_rank": np.array([effective_rank(flat[k]) for k in layers]),
+        "norm_outlier_frac": np.array([norm_outlier_frac(tokens[k], outlier_factor)
+                                       for k in layers]),
+        "mean_token_sim": np.array([mean_token_sim(tokens[k]) for k in layers]),
+        "cka": minibatch_cka(pooled, cka_batch),
+    }
+
+
+def stack_heads(summary: dict[Hashable, dict[str, np.ndarray]], layers: Sequence[Hashable],
+                n_heads: int) -> dict[str, np.ndarray]:
+    """{field: (L, H)} with NaN for layers without attention (the embedding layer)."""
+    out = {f: np.full((len(layers), n_heads), np.nan) for f in ATTN_FIELDS}
+    for i, layer in enumerate(layers):
+        for f in ATTN_FIELDS:
+            if layer in summary:
+                out[f][i, : len(summary[layer][f])] = summary[layer][f]
+    return out

@@ -1,0 +1,207 @@
+"""``tslayers run``: the whole layerwise study from one config, resumable stage by stage.
+
+Stages, each a folder under ``out`` guarded by :mod:`tslayers.stages` (skipped when intact):
+
+1. ``pretrain/<objective>-s<seed>``: one encoder per objective and pretraining seed;
+2. ``probe/<objective>-s<seed>``: every layer on every task family (+ controls, diagnostics);
+3. ``align/<kind>-<objective>``: each configured alignment, re-probed before and after;
+4. ``report/``: the merged results file and the markdown + PNG report.
+
+Pretraining seeds become the ``seed`` dimension of the results, so intervals over seeds in the
+report are intervals over pretraining runs (and their probe splits).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tslayers.align.heads import DynamicsLossConfig, ForecastHeadConfig
+from tslayers.config import load_config, save_config, to_dict
+from tslayers.data import DataConfig
+from tslayers.model import EncoderConfig
+from tslayers.objectives import ObjectiveConfig
+from tslayers.probing import ProbeConfig
+from tslayers.stages import fingerprint, run_stage
+from tslayers.training import TrainConfig
+
+
+@dataclass
+class AlignSpec:
+    """One alignment run of a study. ``objective="auto"`` aligns the objective whose last layer
+    is furthest below its best layer on ``target_task`` (the biggest hidden-feature gap)."""
+
+    kind: str = "forecast"
+    objective: str = "auto"
+    target_task: str | None = None
+    layer: int | None = None  # None: best layer from the probe results
+    drop_path: float = 0.1
+    forecast: ForecastHeadConfig = field(default_factory=ForecastHeadConfig)
+    dynamics: DynamicsLossConfig = field(default_factory=DynamicsLossConfig)
+    stage1: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=200))
+    stage2: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=200, lr=2e-4))
+
+
+@dataclass
+class StudyConfig:
+    """A whole study: data, encoder, objectives x seeds, probing, alignments."""
+
+    out: str = "runs/study"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    objectives: list[ObjectiveConfig] = field(
+        default_factory=lambda: [ObjectiveConfig(name=n)
+                                 for n in ("forecast", "reconstruct", "contrastive", "jepa")])
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    align: list[AlignSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        names = [o.name for o in self.objectives]
+        if len(set(names)) != len(names):
+            raise ValueError(f"study.objectives names must be unique, got {names}")
+        if not self.seeds:
+            raise ValueError("study.seeds must name at least one seed")
+        for spec in self.align:
+            if spec.objective != "auto" and spec.objective not in names:
+                raise ValueError(f"align objective '{spec.objective}' is not among the study's "
+                                 f"objectives {names}")
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
+    """Run every stage that is not already done; return the report folder."""
+    from tslayers.objectives import load_objective
+    from tslayers.probing import merge_results, probe_encoder, read_results, write_results
+    from tslayers.report import render_report
+    from tslayers.training import PretrainConfig, pretrain
+
+    from .model import TemporalEncoder
+
+    out = Path(out_dir or config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    base = {"data": to_dict(config.data), "encoder": to_dict(config.encoder)}
+    n_stages = len(config.objectives) * len(config.seeds) * 2 + len(config.align) + 1
+    step = 0
+
+    def stage_name(label: str) -> str:
+        nonlocal step
+        step += 1
+        return f"{step}/{n_stages} {label}"
+
+    probe_files: dict[str, list[Path]] = {}
+    for obj in config.objectives:
+        for seed in config.seeds:
+            tag = f"{obj.name}-s{seed}"
+            train = dataclasses.replace(config.train, seed=seed)
+            pre_cfg = PretrainConfig(data=dataclasses.replace(config.data),
+                                     encoder=dataclasses.replace(config.encoder),
+                                     objective=obj, train=train, out=str(out / "pretrain" / tag))
+            pre_key = fingerprint({**base, "objective": to_dict(obj), "train": to_dict(train)})
+            pre_dir = out / "pretrain" / tag
+            run_stage(stage_name(f"pretrain {tag}"), pre_dir, pre_key,
+                      lambda d, c=pre_cfg: pretrain(c, out_dir=d), _log)
+
+            probe_cfg = dataclasses.replace(config.probe, seeds=[seed])
+            probe_key = fingerprint({"pretrain": pre_key, "probe": to_dict(probe_cfg)})
+            probe_dir = out / "probe" / tag
+
+            def do_probe(d: Path, pre_dir=pre_dir, probe_cfg=probe_cfg, name=obj.name) -> None:
+                encoder = TemporalEncoder.from_pretrained(pre_dir).eval()
+                objective = load_objective(pre_dir / "objective", encoder.config)
+                results = probe_encoder(encoder, config.data, probe_cfg, model_name=name,
+                                        objective=objective)
+                write_results(results, d / "results.nc")
+
+            run_stage(stage_name(f"probe {tag}"), probe_dir, probe_key, do_probe, _log)
+            probe_files.setdefault(obj.name, []).append(probe_dir / "results.nc")
+
+    probed = {name: merge_results([read_results(p) for p in paths])
+              for name, paths in probe_files.items()}
+    align_files = []
+    for spec in config.align:
+        align_files.append(_align_stage(spec, config, out, probed, probe_files, stage_name))
+
+    def do_report(d: Path) -> None:
+        results = merge_results([*probed.values(), *(read_results(p) for p in align_files)])
+        write_results(results, d / "results.nc")
+        summaries = {p.parent.name: json.loads((p.parent / "summary.json").read_text())
+                     for p in align_files}
+        (d / "alignment.json").write_text(json.dumps(summaries, indent=2))
+        render_report(d / "results.nc", d)
+
+    report_key = fingerprint({"inputs": [str(p) for p in [*sum(probe_files.values(), []),
+                                                           *align_files]],
+                              "hashes": [_stage_hash(p.parent) for p in
+                                         [*sum(probe_files.values(), []), *align_files]]})
+    run_stage(stage_name("report"), out / "report", report_key, do_report, _log)
+    _log(f"report: {out / 'report' / 'report.md'}")
+    return out / "report"
+
+
+def _stage_hash(directory: Path) -> str:
+    marker = directory / "_stage.json"
+    return json.loads(marker.read_text()).get("fingerprint", "") if marker.is_file() else ""
+
+
+def _align_stage(spec: AlignSpec, config: StudyConfig, out: Path, probed: dict,
+                 probe_files: dict[str, list[Path]], stage_name) -> Path:
+    from tslayers.align import AlignConfig, align
+
+    target = spec.target_task or ("forecast" if spec.kind == "forecast" else "correspondence")
+    objective = spec.objective
+    if objective == "auto":
+        objective = largest_gap_objective(probed, target)
+    seed = config.seeds[0]
+    align_cfg = AlignConfig(
+        kind=spec.kind, checkpoint=str(out / "pretrain" / f"{objective}-s{seed}"),
+        results=str(probe_files[objective][0]), target_task=target, name=objective,
+        layer=spec.layer, drop_path=spec.drop_path, data=dataclasses.replace(config.data),
+        forecast=spec.forecast, dynamics=dataclasses.replace(spec.dynamics),
+        stage1=spec.stage1, stage2=spec.stage2,
+        probe=dataclasses.replace(config.probe, seeds=[seed]),
+    )
+    tag = f"{spec.kind}-{objective}"
+    key = fingerprint({"align": to_dict(align_cfg),
+                       "inputs": [_stage_hash(Path(align_cfg.checkpoint)),
+                                  _stage_hash(Path(align_cfg.results).parent)]})
+    run_stage(stage_name(f"align {tag}"), out / "align" / tag, key,
+              lambda d: align(align_cfg, out_dir=d), _log)
+    return out / "align" / tag / "results.nc"
+
+
+def largest_gap_objective(probed: dict[str, Any], task: str) -> str:
+    """The objective whose last layer trails its best layer most on ``task`` (relative gap)."""
+    gaps = {}
+    for name, ds in probed.items():
+        if task not in [str(t) for t in ds["task"].values]:
+            continue
+        score = ds["score"].sel(model=name, task=task).mean("seed").dropna("metric", how="all")
+        if score.sizes.get("metric", 0) == 0:
+            continue
+        metric = str(score["metric"].values[0])
+        s = score.sel(metric=metric).dropna("layer")
+        sign = 1.0 if bool(ds["higher_is_better"].sel(metric=metric)) else -1.0
+        best, last = float((sign * s).max()), float(sign * s.isel(layer=-1))
+        gaps[name] = (best - last) / (abs(best) + 1e-12)
+    if not gaps:
+        raise ValueError(f"no probed objective has scores for task '{task}': add it to "
+                         "probe.tasks or name the objective to align")
+    return max(gaps, key=gaps.get)
+
+
+def run_command(args: Any) -> int:
+    config = load_config(StudyConfig, args.config, args.overrides)
+    report = run_study(config, args.out)
+    md = report / "report.md"
+    if md.is_file():
+        print(md.read_text())
+    return 0
