@@ -24,7 +24,7 @@ from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig
 from tslayers.model import EncoderConfig
 from tslayers.objectives import ObjectiveConfig
-from tslayers.probing import ProbeConfig
+from tslayers.probing import ProbeConfig, ProbeSource, probe_sources
 from tslayers.stages import fingerprint, run_stage
 from tslayers.training import TrainConfig
 
@@ -58,9 +58,12 @@ class StudyConfig:
                                  for n in ("forecast", "reconstruct", "contrastive", "jepa")])
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    probe_data: list[ProbeSource] = field(default_factory=list)  # empty: probe on ``data``
     align: list[AlignSpec] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not self.probe_data:
+            self.probe_data = [ProbeSource(data=self.data, tasks=list(self.probe.tasks))]
         names = [o.name for o in self.objectives]
         if len(set(names)) != len(names):
             raise ValueError(f"study.objectives names must be unique, got {names}")
@@ -79,8 +82,8 @@ def _log(msg: str) -> None:
 def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
     """Run every stage that is not already done; return the report folder."""
     from tslayers.objectives import load_objective
-    from tslayers.probing import merge_results, probe_encoder, read_results, write_results
-    from tslayers.report import render_report
+    from tslayers.probing import merge_results, read_results, write_results
+    from tslayers.report import alignment_markdown, render_report
     from tslayers.training import PretrainConfig, pretrain
 
     from .model import TemporalEncoder
@@ -111,15 +114,16 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
                       lambda d, c=pre_cfg: pretrain(c, out_dir=d), _log)
 
             probe_cfg = dataclasses.replace(config.probe, seeds=[seed])
-            probe_key = fingerprint({"pretrain": pre_key, "probe": to_dict(probe_cfg)})
+            probe_key = fingerprint({"pretrain": pre_key, "probe": to_dict(probe_cfg),
+                                     "sources": to_dict(config.probe_data)})
             probe_dir = out / "probe" / tag
 
             def do_probe(d: Path, pre_dir=pre_dir, probe_cfg=probe_cfg, name=obj.name) -> None:
                 encoder = TemporalEncoder.from_pretrained(pre_dir).eval()
                 objective = load_objective(pre_dir / "objective", encoder.config)
-                results = probe_encoder(encoder, config.data, probe_cfg, model_name=name,
-                                        objective=objective)
-                write_results(results, d / "results.nc")
+                write_results(probe_sources(encoder, config.probe_data, probe_cfg,
+                                            model_name=name, objective=objective),
+                              d / "results.nc")
 
             run_stage(stage_name(f"probe {tag}"), probe_dir, probe_key, do_probe, _log)
             probe_files.setdefault(obj.name, []).append(probe_dir / "results.nc")
@@ -136,7 +140,10 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
         summaries = {p.parent.name: json.loads((p.parent / "summary.json").read_text())
                      for p in align_files}
         (d / "alignment.json").write_text(json.dumps(summaries, indent=2))
-        render_report(d / "results.nc", d)
+        md = render_report(results, d)
+        if summaries:
+            with md.open("a") as f:
+                f.write("\n" + alignment_markdown(summaries, results))
 
     report_key = fingerprint({"inputs": [str(p) for p in [*sum(probe_files.values(), []),
                                                            *align_files]],
@@ -167,7 +174,7 @@ def _align_stage(spec: AlignSpec, config: StudyConfig, out: Path, probed: dict,
         layer=spec.layer, drop_path=spec.drop_path, data=dataclasses.replace(config.data),
         forecast=spec.forecast, dynamics=dataclasses.replace(spec.dynamics),
         stage1=spec.stage1, stage2=spec.stage2,
-        probe=dataclasses.replace(config.probe, seeds=[seed]),
+        probe=dataclasses.replace(config.probe, seeds=[seed]), probe_data=config.probe_data,
     )
     tag = f"{spec.kind}-{objective}"
     key = fingerprint({"align": to_dict(align_cfg),
@@ -178,23 +185,21 @@ def _align_stage(spec: AlignSpec, config: StudyConfig, out: Path, probed: dict,
     return out / "align" / tag / "results.nc"
 
 
-def largest_gap_objective(probed: dict[str, Any], task: str) -> str:
-    """The objective whose last layer trails its best layer most on ``task`` (relative gap)."""
+def largest_gap_objective(probed: dict[str, Any], target: str) -> str:
+    """The objective whose last layer trails its best layer most on ``target`` (a task, prefix
+    or family), measured on the per-task normalised layer profile (0 = no gap, 1 = worst)."""
+    from tslayers.report import layer_profile
+
     gaps = {}
     for name, ds in probed.items():
-        if task not in [str(t) for t in ds["task"].values]:
+        try:
+            profile = layer_profile(ds, name, target).dropna("layer")
+        except ValueError:
             continue
-        score = ds["score"].sel(model=name, task=task).mean("seed").dropna("metric", how="all")
-        if score.sizes.get("metric", 0) == 0:
-            continue
-        metric = str(score["metric"].values[0])
-        s = score.sel(metric=metric).dropna("layer")
-        sign = 1.0 if bool(ds["higher_is_better"].sel(metric=metric)) else -1.0
-        best, last = float((sign * s).max()), float(sign * s.isel(layer=-1))
-        gaps[name] = (best - last) / (abs(best) + 1e-12)
+        gaps[name] = float(profile.max() - profile.isel(layer=-1))
     if not gaps:
-        raise ValueError(f"no probed objective has scores for task '{task}': add it to "
-                         "probe.tasks or name the objective to align")
+        raise ValueError(f"no probed objective has scores for '{target}': add its tasks to "
+                         "probe_data or name the objective to align")
     return max(gaps, key=gaps.get)
 
 

@@ -165,3 +165,4 @@ def test_forecast_lens_decodes_every_layer_with_the_models_head(lgssm):
         pred = objective.predict(enc, torch.from_numpy(win.x[test])).numpy()
     expected = np.mean((pred[:, 3] - win.future[test, 3]) ** 2)
     assert float(lens.sel(layer=2)) == pytest.approx(expected, rel=1e-4)
+

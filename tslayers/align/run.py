@@ -13,14 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 import xarray as xr
 
 from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig, SeriesDataModule
 from tslayers.model import EncoderConfig, TemporalEncoder
-from tslayers.probing import ProbeConfig
+from tslayers.probing import ProbeConfig, ProbeSource
 from tslayers.training import TrainConfig, build_trainer, configure_adamw_cosine
 
 from .heads import DynamicsAligner, DynamicsLossConfig, ForecastAligner, ForecastHeadConfig
@@ -50,7 +49,8 @@ class AlignConfig:
     kind: str = "forecast"
     checkpoint: str | None = None  # pretrain run dir or encoder dir (required)
     results: str | None = None  # probing results file for automatic layer choice
-    target_task: str | None = None  # default: "forecast" or "correspondence" by kind
+    target_task: str | None = None  # task, task prefix or family; default by kind:
+    # "forecasting" (forecast alignment) or "dense" (dynamics alignment)
     name: str | None = None  # model name in the results; default: checkpoint folder name
     layer: int | None = None  # forecast alignment: truncate here
     drop_path: float = 0.1  # stage-2 (or dynamics) regularisation
@@ -61,6 +61,7 @@ class AlignConfig:
     stage1: TrainConfig = field(default_factory=_default_stage1)  # head / dynamics training
     stage2: TrainConfig = field(default_factory=_default_stage2)  # forecast: tune everything
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    probe_data: list[ProbeSource] = field(default_factory=list)  # empty: re-probe on ``data``
     out: str = "runs/align/<kind>"
 
     def __post_init__(self) -> None:
@@ -69,31 +70,25 @@ class AlignConfig:
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError("align.drop_path must lie in [0, 1)")
         if self.target_task is None:
-            self.target_task = "forecast" if self.kind == "forecast" else "correspondence"
+            self.target_task = "forecasting" if self.kind == "forecast" else "dense"
+        if not self.probe_data:
+            self.probe_data = [ProbeSource(data=self.data, tasks=list(self.probe.tasks))]
 
 
 # ---------------------------------------------------------------------------- layer choice
-def best_layer_from_results(path: str | Path, task: str, model: str | None = None) -> int:
-    """Best layer for ``task`` (first metric, mean over seeds) in a probing results file."""
+def best_layer_from_results(path: str | Path, target: str, model: str | None = None) -> int:
+    """Best layer for ``target`` (a task, task prefix or family) in a probing results file."""
     from tslayers.probing import read_results
+    from tslayers.report import best_layer
 
     ds = read_results(path)
-    tasks = [str(t) for t in ds["task"].values]
-    if task not in tasks:
-        raise ValueError(f"results file '{path}' has no task '{task}' (it has {tasks}); probe "
-                         "that task first or give the layer explicitly")
     models = [str(m) for m in ds["model"].values if "/" not in str(m)]
-    model = model or (models[0] if models else None)
-    if model not in [str(m) for m in ds["model"].values]:
-        raise ValueError(f"results file '{path}' has no model '{model}'; it has {models}")
-    score = ds["score"].sel(model=model, task=task).mean("seed")
-    score = score.dropna("metric", how="all")
-    if score.sizes["metric"] == 0:
-        raise ValueError(f"results file '{path}' has no scores for task '{task}'")
-    metric = str(score["metric"].values[0])
-    s = score.sel(metric=metric).dropna("layer")
-    higher = bool(ds["higher_is_better"].sel(metric=metric))
-    return int(s["layer"].values[int(np.argmax(s.values) if higher else np.argmin(s.values))])
+    if model is None or model not in models:
+        if len(models) != 1:
+            raise ValueError(f"results file '{path}' holds models {models}; name one with "
+                             "align.name")
+        model = models[0]
+    return best_layer(ds, model, target)
 
 
 # ---------------------------------------------------------------------------- Lightning
@@ -143,7 +138,7 @@ def _set_drop_path(encoder: TemporalEncoder, rate: float) -> None:
 # ---------------------------------------------------------------------------- entry points
 def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
     """Train the configured alignment, re-probe, write ``results.nc`` and ``summary.json``."""
-    from tslayers.probing import merge_results, probe_encoder, write_results
+    from tslayers.probing import merge_results, probe_sources, read_results, write_results
 
     if config.checkpoint is None:
         raise ValueError("align.checkpoint is required: a pretrain run folder (with encoder/) "
@@ -192,15 +187,26 @@ def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
     aligned.eval().save_pretrained(out / "encoder")
 
     after_name = f"{name}+align-{config.kind}"
-    before = probe_encoder(original.eval(), config.data, config.probe, model_name=name)
+    before = _probed_before(config, name, read_results)
+    if before is None:
+        before = probe_sources(original.eval(), config.probe_data, config.probe, model_name=name)
     after_cfg = _probe_without_controls(config.probe)
-    after = probe_encoder(aligned, config.data, after_cfg, model_name=after_name)
+    after = probe_sources(aligned, config.probe_data, after_cfg, model_name=after_name)
     results = merge_results([before, after])
     results.attrs["alignment"] = json.dumps({**summary, "before": name, "after": after_name})
     write_results(results, out / "results.nc")
     summary.update(alignment_summary(results, name, after_name, config.target_task))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return out
+
+
+def _probed_before(config: AlignConfig, name: str, read_results) -> xr.Dataset | None:
+    """Reuse the original model's scores from ``results`` when that file holds them (the study
+    probes with the same sources, seeds and windows), instead of probing it again."""
+    if not config.results:
+        return None
+    ds = read_results(config.results)
+    return ds if name in [str(m) for m in ds["model"].values] else None
 
 
 def _with_horizon(data: DataConfig, horizon: int) -> DataConfig:
@@ -228,31 +234,34 @@ def _save_head(aligner: ForecastAligner, directory: Path) -> None:
 
 
 def alignment_summary(results: xr.Dataset, before: str, after: str,
-                      target_task: str) -> dict[str, Any]:
-    """Per task and metric: best/last layer before, last layer after, share of the gap closed,
-    and how much of the pre-alignment best score the aligned model keeps at its best layer."""
-    score = results["score"].mean("seed")
+                      target: str) -> dict[str, Any]:
+    """Per task and metric: best and last layer before, last and best after, the share of the
+    best-vs-last gap closed at the output, and the share of the pre-alignment best kept.
+
+    ``gap_closed`` is NaN where the gap is under 1% of the best score (nothing to close).
+    """
+    from tslayers.report import best_vs_last, matching_tasks
+
+    df = best_vs_last(results)
+    targets = set(matching_tasks(results, target))
+    b = df[df["model"] == before].set_index(["task", "metric"])
+    a = df[df["model"] == after].set_index(["task", "metric"])
     rows = {}
-    for task in [str(t) for t in results["task"].values]:
-        for metric in [str(m) for m in results["metric"].values]:
-            b = score.sel(model=before, task=task, metric=metric).dropna("layer")
-            a = score.sel(model=after, task=task, metric=metric).dropna("layer")
-            if b.size == 0 or a.size == 0:
-                continue
-            sign = 1.0 if bool(results["higher_is_better"].sel(metric=metric)) else -1.0
-            best_b = float((sign * b).max()) * sign
-            last_b, last_a = float(b.isel(layer=-1)), float(a.isel(layer=-1))
-            best_a = float((sign * a).max()) * sign
-            gap = sign * (best_b - last_b)
-            best_layer = int(b["layer"][int(np.argmax(sign * b.values))])
-            rows[f"{task}/{metric}"] = {
-                "best_before": best_b, "best_layer_before": best_layer,
-                "last_before": last_b, "last_after": last_a, "best_after": best_a,
-                "gap_closed": (sign * (last_a - last_b) / gap) if gap > 1e-12 else float("nan"),
-                "kept": _kept(best_a, best_b, sign),
-                "target": task == target_task,
-            }
-    return {"scores": rows}
+    for key in b.index.intersection(a.index):
+        rb, ra = b.loc[key], a.loc[key]
+        sign = 1.0 if rb["higher_is_better"] else -1.0
+        gap = rb["gap"]
+        meaningful = gap > 0.01 * max(abs(rb["best"]), 1e-12)
+        rows["/".join(key)] = {
+            "best_layer_before": int(rb["best_layer"]), "best_before": float(rb["best"]),
+            "last_before": float(rb["last"]), "last_after": float(ra["last"]),
+            "best_after": float(ra["best"]),
+            "gap_closed": float(sign * (ra["last"] - rb["last"]) / gap) if meaningful
+            else float("nan"),
+            "kept": _kept(float(ra["best"]), float(rb["best"]), sign),
+            "target": key[0] in targets,
+        }
+    return {"target": target, "scores": rows}
 
 
 def _kept(after: float, before: float, sign: float) -> float:
@@ -264,13 +273,18 @@ def _kept(after: float, before: float, sign: float) -> float:
 
 
 def align_command(args: Any) -> int:
+    from tslayers.probing import read_results
+    from tslayers.report import primary_metric
+
     config = load_config(AlignConfig, args.config, args.overrides)
     out = align(config, args.out)
     summary = json.loads((out / "summary.json").read_text())
-    print(f"aligned ({config.kind}) -> {out}")
+    results = read_results(out / "results.nc")
+    print(f"aligned ({config.kind}, target '{summary['target']}') -> {out}")
     for key, row in summary["scores"].items():
-        if row["target"]:
-            print(f"  {key}: best before {row['best_before']:.4g} (layer "
-                  f"{row['best_layer_before']}), last before {row['last_before']:.4g}, "
-                  f"last after {row['last_after']:.4g}, gap closed {row['gap_closed']:.0%}")
+        task, metric = key.rsplit("/", 1)
+        if row["target"] and metric == primary_metric(results, task):
+            print(f"  {key}: best {row['best_before']:.4g} at layer {row['best_layer_before']}, "
+                  f"last {row['last_before']:.4g} -> {row['last_after']:.4g} after alignment "
+                  f"(gap closed: {row['gap_closed']:.0%})")
     return 0

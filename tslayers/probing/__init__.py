@@ -17,7 +17,7 @@ from .diagnostics import (
     norm_outlier_frac,
 )
 from .metrics import HIGHER_IS_BETTER, bootstrap_ci
-from .pipeline import probe_encoder, split_windows
+from .pipeline import ProbeSource, probe_encoder, probe_sources, split_windows
 from .probes import LogisticProbe, RidgeProbe, knn_propagate
 from .results import merge_results, read_results, write_results
 from .taps import FeatureWriter, LayerTaps, first_tensor, reduce_tokens, select_modules
@@ -27,7 +27,7 @@ __all__ = [
     "AttentionSummary", "MinibatchCKA", "effective_rank", "linear_cka", "mean_token_sim",
     "minibatch_cka", "norm_outlier_frac",
     "HIGHER_IS_BETTER", "bootstrap_ci",
-    "probe_encoder", "split_windows",
+    "ProbeSource", "probe_encoder", "probe_sources", "split_windows",
     "LogisticProbe", "RidgeProbe", "knn_propagate",
     "merge_results", "read_results", "write_results",
     "FeatureWriter", "LayerTaps", "first_tensor", "reduce_tokens", "select_modules",

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import xarray as xr
 
 from tslayers.config import to_dict
+from tslayers.data.config import DataConfig
 
 from .config import ProbeConfig
 from .diagnostics import ATTN_FIELDS, minibatch_cka, stack_heads
 from .features import Features, Windows, extract_features, raw_patch_features, sample_windows
 from .metrics import HIGHER_IS_BETTER
-from .results import finalize, scores_to_dataset
+from .results import finalize, merge_results, scores_to_dataset
 from .tasks import RUNNERS, Context, Split, kalman_optimum, resolve_tasks
 
 
@@ -215,3 +218,27 @@ def _yaml(obj) -> str:
 
 
 __all__ = ["probe_encoder", "split_windows", "HIGHER_IS_BETTER"]
+
+
+@dataclass
+class ProbeSource:
+    """A dataset to probe on, with the tasks to run there. Tasks of different sources must not
+    overlap (e.g. forecasting on LGSSM for the Kalman bound, classification on the mixture)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: list[str] = field(default_factory=lambda: ["auto"])
+
+
+def probe_sources(encoder: torch.nn.Module, sources: list[ProbeSource], config: ProbeConfig,
+                  *, model_name: str, objective=None) -> xr.Dataset:
+    """Probe one encoder on every source with that source's tasks; one merged Dataset.
+
+    The forecast lens (``objective``) runs on the sources that forecast.
+    """
+    parts = []
+    for source in sources:
+        cfg = dataclasses.replace(config, tasks=list(source.tasks))
+        lens = objective if any(t in ("auto", "forecast") for t in source.tasks) else None
+        parts.append(probe_encoder(encoder, source.data, cfg, model_name=model_name,
+                                   objective=lens))
+    return parts[0] if len(parts) == 1 else merge_results(parts)

@@ -74,8 +74,9 @@ def finalize(ds: xr.Dataset, *, config_yaml: str = "") -> xr.Dataset:
 
 
 def _encodable(ds: xr.Dataset) -> xr.Dataset:
-    """netCDF needs plain str arrays and no bools."""
-    ds = ds.copy()
+    """netCDF needs plain str arrays and no bools. Encodings read from an earlier file are
+    dropped: a fixed string width carried over from an input would truncate longer names."""
+    ds = ds.drop_encoding()
     for name in list(ds.variables):
         v = ds[name]
         if v.dtype == bool:

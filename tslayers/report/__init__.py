@@ -1,5 +1,15 @@
 """Results -> markdown tables and PNG figures (``tslayers report RESULTS``)."""
 
-from .render import best_vs_last, render_report, report_command
+from .alignment import alignment_markdown
+from .render import (
+    best_layer,
+    best_vs_last,
+    layer_profile,
+    matching_tasks,
+    primary_metric,
+    render_report,
+    report_command,
+)
 
-__all__ = ["best_vs_last", "render_report", "report_command"]
+__all__ = ["alignment_markdown", "best_layer", "best_vs_last", "layer_profile", "matching_tasks",
+           "primary_metric", "render_report", "report_command"]

@@ -108,7 +108,7 @@ def _markdown_tables(df: pd.DataFrame, ds: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-def _primary_metric(ds: xr.Dataset, task: str) -> str | None:
+def primary_metric(ds: xr.Dataset, task: str) -> str | None:
     mean = ds["score"].sel(task=task).mean("seed")
     present = [m for m in ds["metric"].values.tolist()
                if np.isfinite(mean.sel(metric=m).values).any()]
@@ -118,13 +118,13 @@ def _primary_metric(ds: xr.Dataset, task: str) -> str | None:
     return present[0] if present else None
 
 
-def _normalised(ds: xr.Dataset, model: str) -> tuple[np.ndarray, list[str]]:
+def normalised_scores(ds: xr.Dataset, model: str) -> tuple[np.ndarray, list[str]]:
     """(layer, task) matrix of the primary metric rescaled to [0, 1] per task (1 = best)."""
     tasks, cols = [], []
     mean = ds["score"].mean("seed").sel(model=model)
     hib = dict(zip(ds["metric"].values.tolist(), ds["higher_is_better"].values.astype(bool)))
     for task in ds["task"].values.tolist():
-        m = _primary_metric(ds, task)
+        m = primary_metric(ds, task)
         if m is None:
             continue
         v = mean.sel(task=task, metric=m).values.astype(float)
@@ -135,6 +135,38 @@ def _normalised(ds: xr.Dataset, model: str) -> tuple[np.ndarray, list[str]]:
         cols.append((v - lo) / (hi - lo) if hi > lo else np.where(np.isfinite(v), 1.0, np.nan))
         tasks.append(f"{task} ({m})")
     return (np.stack(cols, 1) if cols else np.zeros((ds.sizes["layer"], 0))), tasks
+
+
+def matching_tasks(ds: xr.Dataset, target: str) -> list[str]:
+    """Tasks named by ``target``: a task ("forecast/h16/last"), a task prefix ("forecast" or
+    "forecast/h16") or a family ("forecasting", "dense", ...)."""
+    fam = dict(zip(ds["task"].values.tolist(), ds["family"].values.tolist())) \
+        if "family" in ds else {}
+    tasks = [t for t in ds["task"].values.tolist()
+             if t == target or t.startswith(target + "/") or fam.get(t) == target]
+    if not tasks:
+        raise ValueError(f"no task matches '{target}'; tasks: {ds['task'].values.tolist()}, "
+                         f"families: {sorted(set(fam.values()))}")
+    return tasks
+
+
+def layer_profile(ds: xr.Dataset, model: str, target: str) -> xr.DataArray:
+    """(layer,) mean over the target's tasks of the primary metric normalised per task to
+    [0, 1] (1 = that task's best layer): one curve to pick a layer for a whole family."""
+    if model not in ds["model"].values.tolist():
+        raise ValueError(f"no model '{model}' in the results; models: "
+                         f"{ds['model'].values.tolist()}")
+    wanted = matching_tasks(ds, target)
+    matrix, names = normalised_scores(ds.sel(task=wanted), model)
+    if not names:
+        raise ValueError(f"model '{model}' has no scores for '{target}'")
+    return xr.DataArray(np.nanmean(matrix, axis=1), coords={"layer": ds["layer"]}, dims="layer")
+
+
+def best_layer(ds: xr.Dataset, model: str, target: str) -> int:
+    """The layer with the highest :func:`layer_profile` for ``target``."""
+    profile = layer_profile(ds, model, target)
+    return int(profile["layer"].values[int(np.nanargmax(profile.values))])
 
 
 def _figures(ds: xr.Dataset, out: Path) -> list[Path]:
@@ -151,7 +183,7 @@ def _figures(ds: xr.Dataset, out: Path) -> list[Path]:
     safe = {m: m.replace("/", "_") for m in ds["model"].values.tolist()}
     # 1. heatmap per model
     for model in models:
-        mat, tasks = _normalised(ds, model)
+        mat, tasks = normalised_scores(ds, model)
         if not tasks or np.isfinite(mat).sum(0).max() < 2:
             continue
         fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(tasks), 1.5 + 0.35 * len(layers)))
@@ -172,7 +204,7 @@ def _figures(ds: xr.Dataset, out: Path) -> list[Path]:
     nrow = -(-len(tasks) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
-        m = _primary_metric(ds, task)
+        m = primary_metric(ds, task)
         for model in models:
             sel = dict(model=model, task=task, metric=m)
             v = ds["score"].sel(sel).mean("seed").values

@@ -1,0 +1,78 @@
+"""A tiny study through every stage: pretrain -> probe -> align -> report, then resume."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from tslayers.cli import main
+from tslayers.probing import read_results
+
+_TRAIN = {"max_steps": 6, "warmup_steps": 1, "val_check_interval": 3, "ckpt_every_n_steps": 3,
+          "limit_val_batches": 2, "progress_bar": False}
+_DATA = {"params": {"n_series": 48, "length": 96}, "context": 64, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    cfg = {
+        "out": str(root / "run"),
+        "seeds": [0],
+        "data": {"name": "synthetic/mixture", **_DATA},
+        "encoder": {"n_channels": 3, "patch_len": 8, "d_model": 16, "n_layers": 2,
+                    "n_heads": 2},
+        "objectives": [{"name": "forecast", "horizon": 8}, {"name": "contrastive"}],
+        "train": _TRAIN,
+        "probe": {"horizons": [1, 8], "max_windows": 96, "bootstrap": 10, "progress": False,
+                  "controls": ["untrained"]},
+        "probe_data": [
+            {"data": {"name": "synthetic/lgssm", **_DATA}, "tasks": ["forecast", "latent"]},
+            {"data": {"name": "synthetic/mixture", **_DATA}, "tasks": ["classify"]},
+        ],
+        "align": [{"kind": "forecast", "objective": "auto", "target_task": "forecasting",
+                   "forecast": {"horizon": 8}, "stage1": _TRAIN, "stage2": _TRAIN},
+                  {"kind": "dynamics", "objective": "contrastive", "target_task": "dense",
+                   "dynamics": {"locality_teacher": "spectral"}, "stage1": _TRAIN}],
+    }
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path)]) == 0
+    return root / "run", path
+
+
+def test_results_file_holds_every_stage(study):
+    run, _ = study
+    ds = read_results(run / "report" / "results.nc")
+    models = set(ds["model"].values.tolist())
+    assert {"forecast", "contrastive", "forecast/untrained", "contrastive/untrained"} <= models
+    assert any(m.endswith("+align-forecast") for m in models)
+    assert "contrastive+align-dynamics" in models
+    tasks = set(ds["task"].values.tolist())
+    assert {"latent", "classify", "forecast/h1/last", "forecast/h8/last"} <= tasks
+    assert "lens/h8" in tasks  # the forecast objective decoded every layer with its own head
+    # every probed layer of the base models has a finite classification accuracy in [0, 1]
+    acc = ds["score"].sel(model="forecast", task="classify", metric="accuracy").isel(seed=0)
+    assert np.isfinite(acc.values).all() and ((acc >= 0) & (acc <= 1)).all()
+    assert acc.sizes["layer"] == 3  # embeddings + 2 blocks
+    # LGSSM: no layer beats the Kalman optimum on latent decoding
+    r2 = ds["score"].sel(model="forecast", task="latent", metric="r2").isel(seed=0)
+    assert float(r2.max()) <= float(ds["optimum"].sel(task="latent", metric="r2")) + 1e-9
+    report = (run / "report" / "report.md").read_text()
+    assert "classify" in report and "latent" in report and "## Alignment" in report
+    summary = json.loads((run / "report" / "alignment.json").read_text())
+    assert set(summary) == {"forecast-forecast", "dynamics-contrastive"} or len(summary) == 2
+
+
+def test_rerun_skips_and_damage_is_recomputed(study, capsys):
+    run, path = study
+    capsys.readouterr()
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("up to date, skipped") == 2 + 2 + 2 + 1  # pretrain, probe, align, report
+    (run / "probe" / "contrastive-s0" / "results.nc").write_bytes(b"garbage")
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[4/7 probe contrastive-s0] previous output is damaged" in out
+    assert read_results(run / "probe" / "contrastive-s0" / "results.nc") is not None
