@@ -469,12 +469,6 @@ def train_aligner(aligner, batches, steps: int, lr: float, seed: int) -> None:
     aligner.eval()
 
 
-def set_drop_path(encoder, rate: float) -> None:
-    n = encoder.n_layers
-    for i, block in enumerate(encoder.blocks):
-        block.drop_path.p = rate * i / max(1, n - 1)
-
-
 def run_forecasting(cfg: dict, series: list[str], seed: int, work: Path) -> list[dict]:
     import lightning as L
     from gluonts.model.seasonal_naive import SeasonalNaivePredictor
@@ -549,9 +543,9 @@ def run_forecasting(cfg: dict, series: list[str], seed: int, work: Path) -> list
         aligner.set_encoder_trainable(False)
         train_aligner(aligner, batches, s1, float(fc["lr"]), seed)
         aligner.set_encoder_trainable(True)
-        set_drop_path(aligner.encoder, float(fc["align_drop_path"]))
+        aligner.encoder.set_drop_path(float(fc["align_drop_path"]))
         train_aligner(aligner, batches, s2, float(fc["lr"]) * 0.2, seed + 1)
-        set_drop_path(aligner.encoder, 0.0)
+        aligner.encoder.set_drop_path(0.0)
         secs = time.perf_counter() - t0
 
         def aligned_fn(x, aligner=aligner):

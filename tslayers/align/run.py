@@ -129,12 +129,6 @@ def _fit(aligner: torch.nn.Module, train_cfg: TrainConfig, dm: SeriesDataModule,
     return float(metrics["val/loss"])
 
 
-def _set_drop_path(encoder: TemporalEncoder, rate: float) -> None:
-    n = encoder.n_layers
-    for i, block in enumerate(encoder.blocks):
-        block.drop_path.p = rate * i / max(1, n - 1)
-
-
 # ---------------------------------------------------------------------------- entry points
 def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
     """Train the configured alignment, re-probe, write ``results.nc`` and ``summary.json``."""
@@ -163,7 +157,7 @@ def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
         aligner.set_encoder_trainable(False)
         stage1 = _fit(aligner, config.stage1, dm, out / "stage1")
         aligner.set_encoder_trainable(True)
-        _set_drop_path(aligner.encoder, config.drop_path)
+        aligner.encoder.set_drop_path(config.drop_path)
         stage2 = _fit(aligner, config.stage2, dm, out / "stage2")
         aligned = aligner.encoder
         summary: dict[str, Any] = {"kind": "forecast", "layer": layer,
@@ -178,12 +172,12 @@ def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
             dyn.teacher_layer = best_layer_from_results(config.results, config.target_task, name)
         dm = SeriesDataModule(config.data)
         student = TemporalEncoder.from_pretrained(config.checkpoint)
-        _set_drop_path(student, config.drop_path)
+        student.set_drop_path(config.drop_path)
         aligner = DynamicsAligner(student, dyn)
         loss = _fit(aligner, config.stage1, dm, out / "train")
         aligned = aligner.student
         summary = {"kind": "dynamics", "teacher_layer": dyn.teacher_layer, "val_loss": loss}
-    _set_drop_path(aligned, 0.0)
+    aligned.set_drop_path(0.0)
     aligned.eval().save_pretrained(out / "encoder")
 
     after_name = f"{name}+align-{config.kind}"

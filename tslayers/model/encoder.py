@@ -273,6 +273,14 @@ class TemporalEncoder(nn.Module):
         return EncoderOutput(tokens, patched, self.num_prefix, hidden, stats, stop)
 
     # ------------------------------------------------------------------ surgery and I/O
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth growing linearly with depth up to ``rate`` (0 switches it off);
+        alignment tuning raises it for regularisation, evaluation sets it back to 0."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"drop_path rate must lie in [0, 1), got {rate}")
+        for i, block in enumerate(self.blocks):
+            block.drop_path.p = rate * i / max(1, self.n_layers - 1)
+
     def truncated(self, n_layers: int) -> TemporalEncoder:
         """A copy keeping blocks 0..n_layers-1 (layer ``n_layers``) and their weights."""
         if not 1 <= n_layers <= self.n_layers:

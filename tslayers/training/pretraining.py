@@ -19,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import xarray as xr
 from lightning.pytorch.callbacks import Callback
 
 from tslayers.config import load_config, save_config, to_dict
@@ -85,11 +86,13 @@ def export_pretrained(ckpt_path: Path, encoder_cfg: EncoderConfig, config: Pretr
 
 
 def pretrain(config: PretrainConfig, out_dir: str | Path | None = None,
-             resume: str | Path | None = None, callbacks: list[Callback] | None = None) -> Path:
+             resume: str | Path | None = None, callbacks: list[Callback] | None = None,
+             dataset: xr.Dataset | None = None) -> Path:
     """Pretrain an encoder with ``config.objective`` on ``config.data``; returns the run dir.
 
     ``resume`` (or ``config.train.resume``): a checkpoint path or "auto". ``callbacks`` are
-    added to the Trainer's.
+    added to the Trainer's. ``dataset``: an in-memory dataset to use instead of loading
+    ``config.data.name`` (e.g. only the official train split of a UCR set).
     """
     from tslayers.data import SeriesDataModule
 
@@ -97,7 +100,7 @@ def pretrain(config: PretrainConfig, out_dir: str | Path | None = None,
     run_dir = Path(out_dir or config.run_dir)
     cfg = config.train
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = SeriesDataModule(config.data)
+    data = SeriesDataModule(config.data, dataset=dataset)
     data.setup("fit")
     config.encoder.n_channels = data.n_channels  # channel-mixing heads depend on it
     if config.data.context < config.encoder.patch_len:
