@@ -79,12 +79,60 @@ def _fmt(v: float, lo: float, hi: float, std: float) -> str:
     return s
 
 
+def summary_markdown(df: pd.DataFrame, ds: xr.Dataset) -> str:
+    """The study at a glance: per task (primary metric) and model, best layer vs last layer;
+    then where high-norm global tokens appear and how similar neighbouring layers are."""
+    base = [m for m in ds["model"].values.tolist() if "/" not in m]
+    lines = ["## Summary: best layer vs last layer", "",
+             "Primary metric per task; cell = best layer: best score (last-layer score). "
+             "**Bold** where the last layer is more than 2% below the best.", "",
+             "| family | task | metric | " + " | ".join(base) + " |",
+             "|---|---|---|" + "---|" * len(base)]
+    for task in ds["task"].values.tolist():
+        metric = primary_metric(ds, task)
+        rows = df[(df["task"] == task) & (df["metric"] == metric)].set_index("model")
+        if metric is None or rows.empty:
+            continue
+        cells = []
+        for model in base:
+            if model not in rows.index:
+                cells.append("–")
+                continue
+            r = rows.loc[model]
+            cell = f"L{r['best_layer']}: {r['best']:.3g} ({r['last']:.3g})"
+            cells.append(f"**{cell}**" if r["gap"] > 0.02 * abs(r["best"]) else cell)
+        lines.append(f"| {rows['family'].iloc[0]} | {task} | {metric} | " + " | ".join(cells)
+                     + " |")
+    if "norm_outlier_frac" in ds and "cka" in ds:
+        lines += ["", "| model | global tokens: layer with most norm outliers (fraction) | "
+                  "CKA of neighbouring layers, min (between) | effective rank, first → last |",
+                  "|---|---|---|---|"]
+        for model in base:
+            frac = ds["norm_outlier_frac"].sel(model=model).dropna("layer")
+            cka = ds["cka"].sel(model=model).values
+            rank = ds["effective_rank"].sel(model=model).dropna("layer") \
+                if "effective_rank" in ds else None
+            if frac.size == 0 or not np.isfinite(cka).any():
+                continue
+            k = int(np.nanargmax(frac.values))
+            adj = [cka[i, i + 1] for i in range(len(cka) - 1) if np.isfinite(cka[i, i + 1])]
+            i_min = int(np.nanargmin(adj)) if adj else 0
+            ranks = (f"{float(rank[0]):.1f} → {float(rank[-1]):.1f}"
+                     if rank is not None and rank.size else "–")
+            lines.append(f"| {model} | L{int(frac['layer'][k])} ({float(frac[k]):.3f}) | "
+                         f"{min(adj):.2f} (L{i_min}–L{i_min + 1}) | {ranks} |" if adj else
+                         f"| {model} | L{int(frac['layer'][k])} ({float(frac[k]):.3f}) | – | "
+                         f"{ranks} |")
+    return "\n".join(lines) + "\n\n"
+
+
 def _markdown_tables(df: pd.DataFrame, ds: xr.Dataset) -> str:
     lines = ["# Layerwise probing report", ""]
     models = ", ".join(str(m) for m in ds["model"].values)
     lines += [f"Models: {models}. Seeds: {ds.sizes['seed']}. Scores are test-set values "
               "averaged over seeds, [bootstrap interval over test series], ±spread over seeds. "
               "Gap = how much the last layer loses to the best layer (metric units, >= 0).", ""]
+    lines.append(summary_markdown(df, ds))
     has_opt = "optimum" in ds
     for family, sub in df.groupby("family", sort=False):
         lines += [f"## {family or 'other'}", ""]
