@@ -175,6 +175,7 @@ def _align_stage(spec: AlignSpec, config: StudyConfig, out: Path, probed: dict,
         forecast=spec.forecast, dynamics=dataclasses.replace(spec.dynamics),
         stage1=spec.stage1, stage2=spec.stage2,
         probe=dataclasses.replace(config.probe, seeds=[seed]), probe_data=config.probe_data,
+        reuse_before=True,
     )
     tag = f"{spec.kind}-{objective}"
     key = fingerprint({"align": to_dict(align_cfg),

@@ -62,6 +62,7 @@ class AlignConfig:
     stage2: TrainConfig = field(default_factory=_default_stage2)  # forecast: tune everything
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     probe_data: list[ProbeSource] = field(default_factory=list)  # empty: re-probe on ``data``
+    reuse_before: bool = False  # take the original's scores from ``results`` (same probe setup)
     out: str = "runs/align/<kind>"
 
     def __post_init__(self) -> None:
@@ -197,7 +198,7 @@ def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
 def _probed_before(config: AlignConfig, name: str, read_results) -> xr.Dataset | None:
     """Reuse the original model's scores from ``results`` when that file holds them (the study
     probes with the same sources, seeds and windows), instead of probing it again."""
-    if not config.results:
+    if not (config.reuse_before and config.results):
         return None
     ds = read_results(config.results)
     return ds if name in [str(m) for m in ds["model"].values] else None
