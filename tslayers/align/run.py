@@ -25,6 +25,7 @@ from tslayers.training import TrainConfig, build_trainer, configure_adamw_cosine
 from .heads import DynamicsAligner, DynamicsLossConfig, ForecastAligner, ForecastHeadConfig
 
 KINDS = ("forecast", "dynamics")
+UNIT_FREE = ("r2", "accuracy", "auroc", "fraction_of_optimum")
 
 
 def _short_train(**kw) -> TrainConfig:
@@ -233,7 +234,8 @@ def alignment_summary(results: xr.Dataset, before: str, after: str,
     """Per task and metric: best and last layer before, last and best after, the share of the
     best-vs-last gap closed at the output, and the share of the pre-alignment best kept.
 
-    ``gap_closed`` is NaN where the gap is under 1% of the best score (nothing to close).
+    ``gap_closed`` is NaN where the gap is under 1% of the best score, or under 0.005 for the
+    unit-free metrics (R^2, accuracy, AUROC): there is nothing to close beyond noise.
     """
     from tslayers.report import best_vs_last, matching_tasks
 
@@ -242,11 +244,12 @@ def alignment_summary(results: xr.Dataset, before: str, after: str,
     b = df[df["model"] == before].set_index(["task", "metric"])
     a = df[df["model"] == after].set_index(["task", "metric"])
     rows = {}
-    for key in b.index.intersection(a.index):
+    for key in b.index.intersection(a.index):  # key = (task, metric)
         rb, ra = b.loc[key], a.loc[key]
         sign = 1.0 if rb["higher_is_better"] else -1.0
         gap = rb["gap"]
-        meaningful = gap > 0.01 * max(abs(rb["best"]), 1e-12)
+        floor = 0.005 if key[1] in UNIT_FREE else 0.0
+        meaningful = gap > max(0.01 * abs(rb["best"]), floor, 1e-12)
         rows["/".join(key)] = {
             "best_layer_before": int(rb["best_layer"]), "best_before": float(rb["best"]),
             "last_before": float(rb["last"]), "last_after": float(ra["last"]),

@@ -36,6 +36,7 @@ def alignment_markdown(summaries: dict[str, dict[str, Any]], results: xr.Dataset
                 f"| {_pct(row['gap_closed'])} | {_pct(row['kept'])} |")
         lines.append("")
     lines.append("Gap closed: share of the best-vs-last gap recovered at the aligned model's "
-                 "output (– where there was no gap above 1%). Best kept: aligned model's best "
-                 "layer as a share of the original best (– for non-positive scores).")
+                 "output (– where the gap was within noise: under 1%, or 0.005 for unit-free "
+                 "metrics). Best kept: aligned model's best layer as a share of the original "
+                 "best (– for non-positive scores).")
     return "\n".join(lines) + "\n"
