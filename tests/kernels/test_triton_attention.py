@@ -6,15 +6,12 @@ fp32 and fp16 (bf16 arithmetic is not faithful in the interpreter).
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
-import subprocess
-import sys
 
-# Must precede the first import of triton: Triton decides at decoration time whether a @jit
-# function (its own standard library included) is compiled or interpreted.
-os.environ["TRITON_INTERPRET"] = "1"
+# tests/conftest.py sets this before any module imports triton; repeated here so the file also
+# runs on its own. Triton decides at decoration time whether a @jit function is interpreted.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -22,44 +19,9 @@ import torch  # noqa: E402
 triton = pytest.importorskip("triton", reason="triton is not installed")
 from hypothesis import Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from triton.runtime.jit import JITFunction  # noqa: E402
 
 from tslayers.kernels import attention, attention_reference  # noqa: E402
-
-# Another module of this pytest process imported triton before the variable was set: triton's own
-# jit functions are then compiled-mode for good, so the suite reruns itself in a fresh process.
-FRESH_PROCESS_NEEDED = isinstance(getattr(triton.language.standard, "zeros", None), JITFunction)
-
-
-def _load_interpreted():
-    """The kernel module, decorated under the interpreter even if it was imported before
-    TRITON_INTERPRET was set (then it is reloaded)."""
-    ta = importlib.import_module("tslayers.kernels.triton_attention")
-    if not ta.INTERPRETED:
-        importlib.reload(sys.modules["tslayers.kernels.triton_attention_kernels"])
-        ta = importlib.reload(ta)
-    return ta
-
-
-ta = None if FRESH_PROCESS_NEEDED else _load_interpreted()
-
-
-@pytest.fixture(autouse=True)
-def _interpreter_in_this_process(request):
-    if FRESH_PROCESS_NEEDED and request.node.name != "test_suite_in_fresh_process":
-        pytest.skip("triton was imported before TRITON_INTERPRET=1 in this process; "
-                    "covered by test_suite_in_fresh_process")
-
-
-@pytest.mark.skipif(not FRESH_PROCESS_NEEDED, reason="the kernels run interpreted in this process")
-def test_suite_in_fresh_process(request):
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    res = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-        cwd=request.config.rootpath, env=env, capture_output=True, text=True, timeout=900,
-    )
-    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
-
+from tslayers.kernels import triton_attention as ta  # noqa: E402
 
 TOL = {
     torch.float32: dict(out=1e-5, lse=1e-5, stat=1e-4, grad=2e-5),
