@@ -156,3 +156,20 @@ def test_datamodule_single_series_splits_by_time():
     assert dm.split_mode == "time" and dm.season_length == 11
     assert dm.train_ds["time"].values.max() + 11 < dm.val_ds["time"].values.min()
     assert len(next(iter(dm.test_dataloader()))["x"]) > 0
+
+
+def test_mostly_too_short_series_warn_with_the_shortest_length():
+    import warnings
+
+    import numpy as np
+
+    from tslayers.data import WindowDataset, from_numpy
+
+    series = [np.arange(n, dtype=np.float32)[:, None] for n in (10, 12, 14, 40)]
+    ds = from_numpy(series)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        win = WindowDataset(ds, context=20)
+    assert len(win) == 2  # only the 40-step series fits, twice
+    assert any("3 of 4 series" in str(w.message) and "shortest series: 10" in str(w.message)
+               for w in caught)

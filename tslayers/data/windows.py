@@ -9,6 +9,7 @@ those original indices (``"series"``, ``"start"``), so any window can be traced 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,6 +180,13 @@ class WindowDataset(Dataset):
                 f"{int(lengths.max())} but a window needs context + horizon = {context} + "
                 f"{horizon} = {total} steps; lower context/horizon to at most "
                 f"{int(lengths.max())} or use longer series")
+        too_short = int((lengths < total).sum())
+        if too_short > n // 2:
+            warnings.warn(
+                f"{too_short} of {n} series in '{name}' are shorter than context + horizon = "
+                f"{total} and give no window; lower the context (shortest series: "
+                f"{int(lengths.min())} steps) or resample the series to a common length",
+                stacklevel=2)
         # candidate starts for every series, vectorised: (N, K) grid masked by length
         starts = np.arange(0, t_len - total + 1, stride)
         valid = starts[None, :] + total <= lengths[:, None]
