@@ -145,10 +145,9 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
             with md.open("a") as f:
                 f.write("\n" + alignment_markdown(summaries, results))
 
-    report_key = fingerprint({"inputs": [str(p) for p in [*sum(probe_files.values(), []),
-                                                           *align_files]],
-                              "hashes": [_stage_hash(p.parent) for p in
-                                         [*sum(probe_files.values(), []), *align_files]]})
+    inputs = [p for paths in probe_files.values() for p in paths] + align_files
+    report_key = fingerprint({"inputs": [str(p) for p in inputs],
+                              "hashes": [_stage_hash(p.parent) for p in inputs]})
     run_stage(stage_name("report"), out / "report", report_key, do_report, _log)
     _log(f"report: {out / 'report' / 'report.md'}")
     return out / "report"

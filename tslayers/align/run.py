@@ -7,6 +7,7 @@ encoder with the same task suite and writing both into one results file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,16 +207,12 @@ def _probed_before(config: AlignConfig, name: str, read_results) -> xr.Dataset |
 
 
 def _with_horizon(data: DataConfig, horizon: int) -> DataConfig:
-    import dataclasses
-
     if data.horizon and data.horizon < horizon:
         raise ValueError(f"forecast.horizon={horizon} is longer than data.horizon={data.horizon}")
     return dataclasses.replace(data, horizon=max(data.horizon, horizon))
 
 
 def _probe_without_controls(cfg: ProbeConfig) -> ProbeConfig:
-    import dataclasses
-
     return dataclasses.replace(cfg, controls=[])
 
 
