@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tslayers.model import EncoderConfig, TemporalEncoder
+from tslayers.probing.sources import all_layers
 from tslayers.probing import RidgeProbe
 
 LAMBDAS = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5]
@@ -46,8 +47,8 @@ def make_features(n: int, context: int, horizon: int, batch: int, seed: int = 0)
     feats = np.empty((enc.n_layers + 1, n, 256), dtype=np.float32)
     with torch.inference_mode():
         for s in range(0, n, batch):
-            out = enc(torch.from_numpy(x[s : s + batch, :context, None]), taps="all")
-            for l, h in out.hidden.items():
+            hidden, _ = all_layers(enc, torch.from_numpy(x[s : s + batch, :context, None]))
+            for l, h in hidden.items():
                 feats[l, s : s + batch] = h.mean(1).numpy()
     return feats, x[:, context:]
 

@@ -180,16 +180,18 @@ def pooled_features(encoder, x: np.ndarray, pool: str = "mean", batch_size: int 
     concatenated over channels (F = C * d_model [* 2]), as tslayers' probing does."""
     from einops import rearrange
 
+    from tslayers.probing.sources import all_layers
+
     encoder.eval()
     chunks = []
     for s in range(0, len(x), batch_size):
         xb = torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size]))
-        out = encoder(xb, taps="all")
+        hidden, out = all_layers(encoder, xb)
         w = out.patched.observed.amax(-1)  # (B', P)
         w = w / w.sum(1, keepdim=True).clamp(min=1)
         layers = []
         for layer in range(encoder.n_layers + 1):
-            h = out.hidden[layer][:, out.num_prefix:].float()
+            h = hidden[layer][:, out.num_prefix:].float()
             parts = []
             if pool in ("mean", "meanmax"):
                 parts.append((h * w[..., None]).sum(1))
@@ -407,6 +409,7 @@ def choose_layer(encoder, train_values: np.ndarray, spec: dict, val_fraction: fl
     whose targets end before the last ``val_fraction`` of the train period and scored on
     windows whose targets lie inside it. Returns (best layer >= 1, val MSE per layer)."""
     from tslayers.probing import RidgeProbe
+    from tslayers.probing.sources import all_layers
 
     ctx, h = int(spec["context"]), int(spec["horizon"])
     t = len(train_values)
@@ -421,12 +424,11 @@ def choose_layer(encoder, train_values: np.ndarray, spec: dict, val_fraction: fl
     for split, st in rows.items():
         win = np.stack([train_values[s:s + ctx + h] for s in st]).astype(np.float32)
         x = torch.from_numpy(win[:, :ctx, None])
-        with torch.no_grad():
-            out = encoder(x, taps="all")
+        hidden, out = all_layers(encoder, x)
         loc = out.patched.loc[:, 0, 0].numpy()
         scale = out.patched.scale[:, 0, 0].numpy()
         y = (win[:, ctx:] - loc[:, None]) / scale[:, None]
-        probe.update({layer: out.hidden[layer][:, -1].numpy()
+        probe.update({layer: hidden[layer][:, -1].numpy()
                       for layer in range(encoder.n_layers + 1)}, y, split)
     probe.fit("val")
     mse = {layer: s["mse"] for layer, s in probe.scores("val").items()}

@@ -16,13 +16,13 @@ COMMANDS = {
             "run a whole layerwise study from one config (default: configs/quickstart.yaml)"),
     "pretrain": ("tslayers.training", "pretrain_command",
                  "pretrain an encoder with one objective (forecast/reconstruct/contrastive/jepa)"),
-    "probe": ("tslayers.probing.command", "probe_command",
+    "probe": ("tslayers.commands", "probe_command",
               "probe every layer of an encoder on the configured task families"),
     "align": ("tslayers.align", "align_command",
               "tune an encoder with a temporal alignment head, then re-probe it"),
     "report": ("tslayers.report", "report_command",
                "render a results file (netCDF) as markdown tables and figures"),
-    "inspect": ("tslayers.probing.command", "inspect_command",
+    "inspect": ("tslayers.commands", "inspect_command",
                 "tap and diagnose the layers of an arbitrary PyTorch model"),
 }
 
@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--taps", default="*", help="module-name glob(s), comma separated")
             p.add_argument("--data", default="synthetic/mixture", help="dataset name or path")
             p.add_argument("--context", type=int, default=256, help="window length")
-            p.add_argument("--reduce", default="mean", choices=["mean", "last", "tokens"],
-                           help="how each tap is pooled over time")
+            p.add_argument("--reduce", default="tokens", choices=["tokens", "mean", "last"],
+                           help="keep every step of each tap (per-time tasks apply) or pool it")
             p.add_argument("--input-layout", default="btc", choices=["btc", "bct", "bt"],
                            help="how the model expects a batch: (B,T,C), (B,C,T) or (B,T)")
             p.add_argument("--max-windows", type=int, default=2048)

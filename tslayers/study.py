@@ -4,7 +4,8 @@ Stages, each a folder under ``out`` guarded by :mod:`tslayers.stages` (skipped w
 
 1. ``pretrain/<objective>-s<seed>``: one encoder per objective and pretraining seed;
 2. ``probe/<objective>-s<seed>``: every layer on every task family (+ controls, diagnostics);
-3. ``align/<kind>-<objective>``: each configured alignment, re-probed before and after;
+3. ``align/<kind>-<objective>-s<seed>``: each configured alignment for every pretraining seed,
+   re-probed before and after (the objective is chosen on validation series);
 4. ``report/``: the merged results file and the markdown + PNG report.
 
 Pretraining seeds become the ``seed`` dimension of the results, so intervals over seeds in the
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tslayers.align.heads import DynamicsLossConfig, ForecastHeadConfig
+from tslayers.align.run import AlignConfig
 from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig
 from tslayers.model import EncoderConfig
@@ -27,22 +28,6 @@ from tslayers.objectives import ObjectiveConfig
 from tslayers.probing import ProbeConfig, ProbeSource, probe_sources
 from tslayers.stages import fingerprint, run_stage
 from tslayers.training import TrainConfig
-
-
-@dataclass
-class AlignSpec:
-    """One alignment run of a study. ``objective="auto"`` aligns the objective whose last layer
-    is furthest below its best layer on ``target_task`` (the biggest hidden-feature gap)."""
-
-    kind: str = "forecast"
-    objective: str = "auto"
-    target_task: str | None = None
-    layer: int | None = None  # None: best layer from the probe results
-    drop_path: float = 0.1
-    forecast: ForecastHeadConfig = field(default_factory=ForecastHeadConfig)
-    dynamics: DynamicsLossConfig = field(default_factory=DynamicsLossConfig)
-    stage1: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=200))
-    stage2: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=200, lr=2e-4))
 
 
 @dataclass
@@ -59,7 +44,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     probe_data: list[ProbeSource] = field(default_factory=list)  # empty: probe on ``data``
-    align: list[AlignSpec] = field(default_factory=list)
+    align: list[AlignConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.probe_data:
@@ -92,7 +77,8 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
     base = {"data": to_dict(config.data), "encoder": to_dict(config.encoder)}
-    n_stages = len(config.objectives) * len(config.seeds) * 2 + len(config.align) + 1
+    n_stages = len(config.objectives) * len(config.seeds) * 2 + \
+        len(config.align) * len(config.seeds) + 1
     step = 0
 
     def stage_name(label: str) -> str:
@@ -132,7 +118,9 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
               for name, paths in probe_files.items()}
     align_files = []
     for spec in config.align:
-        align_files.append(_align_stage(spec, config, out, probed, probe_files, stage_name))
+        for seed in config.seeds:
+            align_files.append(_align_stage(spec, config, out, probed, probe_files, seed,
+                                            stage_name))
 
     def do_report(d: Path) -> None:
         results = merge_results([*probed.values(), *(read_results(p) for p in align_files)])
@@ -143,7 +131,7 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
         md = render_report(results, d)
         if summaries:
             with md.open("a") as f:
-                f.write("\n" + alignment_markdown(summaries, results))
+                f.write("\n" + alignment_markdown(summaries))
 
     inputs = [p for paths in probe_files.values() for p in paths] + align_files
     report_key = fingerprint({"inputs": [str(p) for p in inputs],
@@ -158,25 +146,25 @@ def _stage_hash(directory: Path) -> str:
     return json.loads(marker.read_text()).get("fingerprint", "") if marker.is_file() else ""
 
 
-def _align_stage(spec: AlignSpec, config: StudyConfig, out: Path, probed: dict,
-                 probe_files: dict[str, list[Path]], stage_name) -> Path:
-    from tslayers.align import AlignConfig, align
+def _align_stage(spec: AlignConfig, config: StudyConfig, out: Path, probed: dict,
+                 probe_files: dict[str, list[Path]], seed: int, stage_name) -> Path:
+    from tslayers.align import align
+    from tslayers.probing.analysis import largest_gap_model
 
-    target = spec.target_task or ("forecast" if spec.kind == "forecast" else "correspondence")
     objective = spec.objective
     if objective == "auto":
-        objective = largest_gap_objective(probed, target)
-    seed = config.seeds[0]
-    align_cfg = AlignConfig(
-        kind=spec.kind, checkpoint=str(out / "pretrain" / f"{objective}-s{seed}"),
-        results=str(probe_files[objective][0]), target_task=target, name=objective,
-        layer=spec.layer, drop_path=spec.drop_path, data=dataclasses.replace(config.data),
-        forecast=spec.forecast, dynamics=dataclasses.replace(spec.dynamics),
-        stage1=spec.stage1, stage2=spec.stage2,
+        merged = merge_results_of(probed)
+        objective = largest_gap_model(merged, list(probed), spec.target_task)
+    i = config.seeds.index(seed)
+    align_cfg = dataclasses.replace(
+        spec, objective=objective, checkpoint=str(out / "pretrain" / f"{objective}-s{seed}"),
+        results=str(probe_files[objective][i]), name=objective,
+        data=dataclasses.replace(config.data), dynamics=dataclasses.replace(spec.dynamics),
+        stage1=dataclasses.replace(spec.stage1, seed=seed),
+        stage2=dataclasses.replace(spec.stage2, seed=seed),
         probe=dataclasses.replace(config.probe, seeds=[seed]), probe_data=config.probe_data,
-        reuse_before=True,
-    )
-    tag = f"{spec.kind}-{objective}"
+        reuse_before=True)
+    tag = f"{spec.kind}-{objective}-s{seed}"
     key = fingerprint({"align": to_dict(align_cfg),
                        "inputs": [_stage_hash(Path(align_cfg.checkpoint)),
                                   _stage_hash(Path(align_cfg.results).parent)]})
@@ -185,22 +173,10 @@ def _align_stage(spec: AlignSpec, config: StudyConfig, out: Path, probed: dict,
     return out / "align" / tag / "results.nc"
 
 
-def largest_gap_objective(probed: dict[str, Any], target: str) -> str:
-    """The objective whose last layer trails its best layer most on ``target`` (a task, prefix
-    or family), measured on the per-task normalised layer profile (0 = no gap, 1 = worst)."""
-    from tslayers.report import layer_profile
+def merge_results_of(probed: dict[str, Any]):
+    from tslayers.probing import merge_results
 
-    gaps = {}
-    for name, ds in probed.items():
-        try:
-            profile = layer_profile(ds, name, target).dropna("layer")
-        except ValueError:
-            continue
-        gaps[name] = float(profile.max() - profile.isel(layer=-1))
-    if not gaps:
-        raise ValueError(f"no probed objective has scores for '{target}': add its tasks to "
-                         "probe_data or name the objective to align")
-    return max(gaps, key=gaps.get)
+    return merge_results(list(probed.values()))
 
 
 def run_command(args: Any) -> int:

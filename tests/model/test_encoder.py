@@ -4,6 +4,9 @@ import pytest
 import torch
 
 from tslayers.model import EncoderConfig, TemporalEncoder
+from tslayers.model.layers import rope_tables
+from tslayers.probing import LayerTaps
+from tslayers.probing.sources import all_layers as _all_layers
 
 
 def _encoder(**kw):
@@ -18,25 +21,35 @@ def _encoder(**kw):
 def test_taps_equal_truncated_encoders(kw):
     enc = _encoder(**kw)
     x = torch.randn(3, 61, 2)
-    out = enc(x, taps="all")
-    assert sorted(out.hidden) == list(range(enc.n_layers + 1))
+    hidden, out = _all_layers(enc, x)
     for layer in range(1, enc.n_layers + 1):
         trunc = enc.truncated(layer)
-        alone = trunc(x, taps=[layer]).hidden[layer]
-        torch.testing.assert_close(out.hidden[layer], alone, rtol=0, atol=1e-6)
-    torch.testing.assert_close(out.tokens, enc.norm(out.hidden[enc.n_layers]))
+        alone = _all_layers(trunc, x)[0][layer]
+        torch.testing.assert_close(hidden[layer], alone, rtol=0, atol=1e-6)
+    torch.testing.assert_close(out.tokens, enc.norm(hidden[enc.n_layers]))
 
 
-def test_tap_names_and_early_exit():
-    enc = _encoder()
+def test_tap_modules_equal_a_hand_written_forward_and_stop_early():
+    enc = _encoder(n_registers=1)
     x = torch.randn(2, 32, 2)
     names = enc.tap_names()
     assert names["embed.out"] == 0 and names["blocks.3.out"] == 4
-    out = enc(x, taps=["blocks.1.out"], exit_early=True)
-    assert out.depth == 2 and list(out.hidden) == [2]
-    torch.testing.assert_close(out.tokens, enc(x, taps=[2]).hidden[2])
-    with pytest.raises(ValueError, match="available: embed.out"):
-        enc(x, taps=["blocks.9.out"])
+    assert set(names) <= set(dict(enc.named_modules()))  # stable names are real modules
+    h = enc.embed_patches(enc.patchify(x))  # reference: the blocks called one by one
+    rope = rope_tables(h.shape[1] - 1, 1, 16, enc.config.rope_base, h.device, h.dtype)
+    ref = [h]
+    for block in enc.blocks:
+        h, _ = block(h, rope, causal=False, num_prefix=1, key_lengths=None, stats=False)
+        ref.append(h)
+    hidden, _ = _all_layers(enc, x)
+    for layer, expected in enumerate(ref):
+        torch.testing.assert_close(hidden[layer], expected)
+    calls = []
+    enc.blocks[2].register_forward_hook(lambda *a: calls.append(1))
+    with LayerTaps(enc, "blocks.1.out", reduce="none") as taps:  # stops after block 1
+        early = taps.run(enc, x)["blocks.1.out"]
+    assert not calls
+    torch.testing.assert_close(early, ref[2])
 
 
 def test_channel_layouts():
@@ -77,9 +90,9 @@ def test_nan_constant_and_unobserved_patches_stay_finite():
     x[0] = float("nan")  # a fully unobserved series
     x[1, :, 0] = 1234.5  # a constant channel
     x[2, 8:24, 1] = float("nan")  # two fully unobserved patches
-    out = enc(x, taps="all", attn_stats=True)
+    hidden, out = _all_layers(enc, x, attn_stats=True)
     assert torch.isfinite(out.tokens).all()
-    assert all(torch.isfinite(h).all() for h in out.hidden.values())
+    assert all(torch.isfinite(h).all() for h in hidden.values())
     assert all(torch.isfinite(t).all() for s in out.attn_stats.values() for t in s.as_tuple())
     # the constant channel scales to zeros, not to inf
     p = enc.patchify(x)
@@ -135,7 +148,7 @@ def test_training_step_changes_weights_and_drop_path_is_stochastic():
     x = torch.randn(4, 32, 2)
     assert not torch.equal(enc(x).tokens, enc(x).tokens)
     opt = torch.optim.SGD(enc.parameters(), lr=0.1)
-    before = enc.embed.weight.detach().clone()
+    before = enc.embed.proj.weight.detach().clone()
     enc(x).tokens.pow(2).mean().backward()
     opt.step()
-    assert not torch.equal(before, enc.embed.weight)
+    assert not torch.equal(before, enc.embed.proj.weight)

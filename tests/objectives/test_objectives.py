@@ -19,6 +19,7 @@ from tslayers.objectives import (
     save_objective,
     token_info_nce,
 )
+from tslayers.probing import LayerTaps
 
 
 def tiny_encoder(**kw) -> TemporalEncoder:
@@ -180,7 +181,8 @@ def test_forecast_decodes_in_original_units():
     torch.testing.assert_close(obj.predict(enc, x), y)
     torch.testing.assert_close(obj.predict(enc, 10 * x + 3), 10 * y + 3, rtol=1e-4, atol=1e-3)
     # any layer's tokens decode through the same head
-    mid = enc(x, taps=[1]).hidden[1]
+    with LayerTaps(enc, "blocks.0.out", reduce="none") as taps:
+        mid = taps.run(enc, x)["blocks.0.out"]
     assert obj.decode(mid, out).shape == (3, 16, 2)
 
 

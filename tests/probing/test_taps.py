@@ -96,7 +96,12 @@ def test_encoder_stable_names_match_native_taps():
     enc = TemporalEncoder(EncoderConfig(n_channels=2, patch_len=8, d_model=16, n_layers=3,
                                         n_heads=2)).eval()
     x = torch.randn(3, 32, 2)
-    native = enc(x, taps="all").hidden
+    native = {}  # reference: forward hooks on the blocks themselves
+    hooks = [b.register_forward_hook(lambda m, a, o, i=i: native.update({i + 1: o[0]}))
+             for i, b in enumerate(enc.blocks)]
+    enc(x)
+    for h in hooks:
+        h.remove()
     with LayerTaps(enc, "blocks.*.out", reduce="tokens") as taps:
         out = taps.run(enc, x)
     assert list(out) == ["blocks.0.out", "blocks.1.out", "blocks.2.out"]

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from tslayers.model import EncoderOutput, TemporalEncoder
+from tslayers.model import EncoderOutput, TemporalEncoder, tap_name
+from tslayers.objectives.forecast import pinball_loss
+from tslayers.probing.taps import LayerTaps
 
 
 # ---------------------------------------------------------------------------- losses
@@ -47,8 +49,7 @@ def quantile_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: list[floa
     """Pinball loss; ``pred`` (..., Q), ``target`` (...) with NaNs ignored."""
     q = torch.tensor(quantiles, device=pred.device, dtype=pred.dtype)
     observed = ~torch.isnan(target)
-    err = torch.nan_to_num(target)[..., None] - pred
-    loss = torch.maximum(q * err, (q - 1) * err)
+    loss = pinball_loss(pred, torch.nan_to_num(target), q)
     return (loss * observed[..., None]).sum() / (observed.sum() * len(quantiles)).clamp(min=1)
 
 
@@ -202,10 +203,11 @@ class DynamicsAligner(nn.Module):
         self.teacher.eval()  # the teacher never drops paths or masks
         return self
 
-    def _locality_features(self, teacher_out: EncoderOutput, batch: dict) -> torch.Tensor:
+    def _locality_features(self, teacher_out: EncoderOutput, hidden: dict[int, torch.Tensor],
+                           batch: dict) -> torch.Tensor:
         c = self.config
         if c.locality_teacher == "layer":
-            return teacher_out.hidden[c.locality_layer][:, teacher_out.num_prefix :]
+            return hidden[c.locality_layer][:, teacher_out.num_prefix :]
         if c.locality_teacher == "spectral":
             return spectral_descriptor(teacher_out.patched.values)
         if "latent" not in batch:
@@ -225,9 +227,14 @@ class DynamicsAligner(nn.Module):
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         c = self.config
         x = batch["x"]
-        need = {c.teacher_layer} | ({c.locality_layer} if c.locality_teacher == "layer" else set())
-        with torch.no_grad():
-            t_out = self.teacher(x, taps=sorted(need))
+        need = sorted({c.teacher_layer} |
+                      ({c.locality_layer} if c.locality_teacher == "layer" else set()))
+        names = {layer: tap_name(layer) for layer in need}
+        with LayerTaps(self.teacher, list(names.values()), reduce="none", stop_early=False,
+                       to_cpu=False) as taps:
+            tapped = taps.run(self.teacher, x)
+            t_out = taps.output
+        hidden = {layer: tapped[name] for layer, name in names.items()}
         patch_mask = None
         if c.student_mask_ratio > 0 and self.training:
             n_tokens = t_out.tokens.shape[:2]
@@ -236,12 +243,13 @@ class DynamicsAligner(nn.Module):
         s_out = self.student(x, patch_mask=patch_mask)
         losses: dict[str, torch.Tensor] = {}
         if c.distill_weight > 0:
-            teacher = t_out.hidden[c.teacher_layer]
+            teacher = hidden[c.teacher_layer]
             # compare against the teacher layer as the encoder would emit it (final-normed)
             teacher = F.layer_norm(teacher, teacher.shape[-1:])
             losses["distill"] = cosine_distillation_loss(s_out.tokens, teacher)
         if c.correspondence_weight > 0:
-            target = sharpened_similarity(self._locality_features(t_out, batch), c.temperature)
+            target = sharpened_similarity(self._locality_features(t_out, hidden, batch),
+                                          c.temperature)
             losses["correspondence"] = correspondence_loss(s_out.patch_tokens, target)
         losses["loss"] = (c.distill_weight * losses.get("distill", 0.0)
                           + c.correspondence_weight * losses.get("correspondence", 0.0))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import xarray as xr
 
@@ -26,7 +27,6 @@ from tslayers.training import TrainConfig, build_trainer, configure_adamw_cosine
 from .heads import DynamicsAligner, DynamicsLossConfig, ForecastAligner, ForecastHeadConfig
 
 KINDS = ("forecast", "dynamics")
-UNIT_FREE = ("r2", "accuracy", "auroc", "fraction_of_optimum")
 
 
 def _short_train(**kw) -> TrainConfig:
@@ -49,6 +49,7 @@ class AlignConfig:
     probing results file ``results`` (the best layer for ``target_task``)."""
 
     kind: str = "forecast"
+    objective: str = "auto"  # in a study: whose encoder to align; auto = largest val gap
     checkpoint: str | None = None  # pretrain run dir or encoder dir (required)
     results: str | None = None  # probing results file for automatic layer choice
     target_task: str | None = None  # task, task prefix or family; default by kind:
@@ -79,10 +80,12 @@ class AlignConfig:
 
 
 # ---------------------------------------------------------------------------- layer choice
-def best_layer_from_results(path: str | Path, target: str, model: str | None = None) -> int:
-    """Best layer for ``target`` (a task, task prefix or family) in a probing results file."""
+def best_layer_from_results(path: str | Path, target: str, model: str | None = None,
+                            min_layer: int = 0) -> int:
+    """The layer (>= ``min_layer``) that is best for ``target`` (a task, task prefix or family)
+    on the *validation* series of a probing results file, and the reason printed."""
     from tslayers.probing import read_results
-    from tslayers.report import best_layer
+    from tslayers.probing.analysis import best_layer, layer_profile
 
     ds = read_results(path)
     models = [str(m) for m in ds["model"].values if "/" not in str(m)]
@@ -91,7 +94,13 @@ def best_layer_from_results(path: str | Path, target: str, model: str | None = N
             raise ValueError(f"results file '{path}' holds models {models}; name one with "
                              "align.name")
         model = models[0]
-    return best_layer(ds, model, target)
+    layer = best_layer(ds, model, target, min_layer)
+    profile = layer_profile(ds, model, target)
+    shown = ", ".join(f"L{int(l)} {v:.2f}" for l, v in zip(profile["layer"].values,
+                                                            profile.values) if np.isfinite(v))
+    print(f"align: layer {layer} chosen for '{target}' on validation series "
+          f"(normalised validation score per layer: {shown})", flush=True)
+    return layer
 
 
 # ---------------------------------------------------------------------------- Lightning
@@ -155,7 +164,7 @@ def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
             if not config.results:
                 raise ValueError("align.layer is not set and align.results names no probing "
                                  "results file to choose it from")
-            layer = best_layer_from_results(config.results, config.target_task, name)
+            layer = best_layer_from_results(config.results, config.target_task, name, min_layer=1)
         aligner = ForecastAligner(original, layer, config.forecast)
         aligner.set_encoder_trainable(False)
         stage1 = _fit(aligner, config.stage1, dm, out / "stage1")
@@ -228,48 +237,70 @@ def _save_head(aligner: ForecastAligner, directory: Path) -> None:
 
 def alignment_summary(results: xr.Dataset, before: str, after: str,
                       target: str) -> dict[str, Any]:
-    """Per task and metric: best and last layer before, last and best after, the share of the
-    best-vs-last gap closed at the output, and the share of the pre-alignment best kept.
+    """Per task (primary metric): what alignment changed *at the output*: the last layer's test
+    score after minus before, with a paired bootstrap interval over test series (both models
+    are scored on the same windows with the same series draws). ``gap_closed`` = change / the
+    original's selected-minus-last gap, given only where that gap's interval excludes 0.
+    ``best_kept`` (secondary): best layer after vs before, both selected on val."""
+    from tslayers.probing.analysis import matching_tasks, primary_metric, significant
+    from tslayers.probing.metrics import interval
 
-    ``gap_closed`` is NaN where the gap is under 1% of the best score, or under 0.005 for the
-    unit-free metrics (R^2, accuracy, AUROC): there is nothing to close beyond noise.
-    """
-    from tslayers.report import best_vs_last, matching_tasks
-
-    df = best_vs_last(results)
+    ci = float(results.attrs.get("ci", 0.9))
     targets = set(matching_tasks(results, target))
-    b = df[df["model"] == before].set_index(["task", "metric"])
-    a = df[df["model"] == after].set_index(["task", "metric"])
     rows = {}
-    for key in b.index.intersection(a.index):  # key = (task, metric)
-        rb, ra = b.loc[key], a.loc[key]
-        sign = 1.0 if rb["higher_is_better"] else -1.0
-        gap = rb["gap"]
-        floor = 0.005 if key[1] in UNIT_FREE else 0.0
-        meaningful = gap > max(0.01 * abs(rb["best"]), floor, 1e-12)
-        rows["/".join(key)] = {
-            "best_layer_before": int(rb["best_layer"]), "best_before": float(rb["best"]),
-            "last_before": float(rb["last"]), "last_after": float(ra["last"]),
-            "best_after": float(ra["best"]),
-            "gap_closed": float(sign * (ra["last"] - rb["last"]) / gap) if meaningful
-            else float("nan"),
-            "kept": _kept(float(ra["best"]), float(rb["best"]), sign),
-            "target": key[0] in targets,
+    for task in results["task"].values.tolist():
+        metric = primary_metric(results, task)
+        if metric is None:
+            continue
+        sign = 1.0 if bool(results["higher_is_better"].sel(metric=metric)) else -1.0
+        sel = dict(task=task, metric=metric, split="test")
+        last = {}
+        for name in (before, after):
+            layer = results["last_layer"].sel(model=name, task=task, metric=metric).values
+            if not np.isfinite(layer).all():
+                break
+            pick = dict(model=name, layer=int(layer[0]), **sel)
+            last[name] = (results["score"].sel(pick).values, results["score_boot"].sel(pick).values)
+        if len(last) < 2:
+            continue
+        delta = sign * (last[after][0] - last[before][0])  # (seed,)
+        reps = sign * (last[after][1] - last[before][1])  # (seed, boot)
+        lo, hi = interval(reps.mean(0), ci)
+        an = dict(model=before, task=task, metric=metric)
+        gap = results["gap"].sel(an).values
+        glo, ghi = (results[v].sel(an).values.mean() for v in ("gap_lo", "gap_hi"))
+        closed = (float("nan"),) * 3
+        if significant(glo, ghi) and np.nanmean(gap) > 0:
+            ratio = reps.mean(0) / np.nanmean(gap)
+            closed = (float(np.nanmean(delta) / np.nanmean(gap)), *interval(ratio, ci))
+        rows[f"{task}/{metric}"] = {
+            "target": task in targets, "last_layer_before": int(np.nanmax(
+                results["last_layer"].sel(an).values)),
+            "selected_before": float(np.nanmean(results["selected_score"].sel(an).values)),
+            "last_before": float(np.mean(last[before][0])),
+            "last_after": float(np.mean(last[after][0])),
+            "change": float(np.mean(delta)), "change_lo": lo, "change_hi": hi,
+            "gap_before": float(np.nanmean(gap)), "gap_lo": float(glo), "gap_hi": float(ghi),
+            "gap_closed": closed[0], "gap_closed_lo": closed[1], "gap_closed_hi": closed[2],
+            "best_kept": _kept(results, before, after, task, metric, sign),
         }
     return {"target": target, "scores": rows}
 
 
-def _kept(after: float, before: float, sign: float) -> float:
-    """Share of the pre-alignment best score kept (1 = no loss), direction-aware; defined for
-    positive scores only (an R^2 below zero has no meaningful ratio)."""
-    if before <= 0 or after <= 0:
+def _kept(results: xr.Dataset, before: str, after: str, task: str, metric: str,
+          sign: float) -> float:
+    """Selected-layer score after / before (direction-aware), defined for positive scores."""
+    b, a = (float(np.nanmean(results["selected_score"].sel(model=m, task=task,
+                                                           metric=metric).values))
+            for m in (before, after))
+    if not (b > 0 and a > 0):
         return float("nan")
-    return after / before if sign > 0 else before / after
+    return a / b if sign > 0 else b / a
 
 
 def align_command(args: Any) -> int:
     from tslayers.probing import read_results
-    from tslayers.report import primary_metric
+    from tslayers.probing.analysis import primary_metric
 
     config = load_config(AlignConfig, args.config, args.overrides)
     out = align(config, args.out)
@@ -279,7 +310,9 @@ def align_command(args: Any) -> int:
     for key, row in summary["scores"].items():
         task, metric = key.rsplit("/", 1)
         if row["target"] and metric == primary_metric(results, task):
-            print(f"  {key}: best {row['best_before']:.4g} at layer {row['best_layer_before']}, "
-                  f"last {row['last_before']:.4g} -> {row['last_after']:.4g} after alignment "
-                  f"(gap closed: {row['gap_closed']:.0%})")
+            closed = "within noise" if not np.isfinite(row["gap_closed"]) else \
+                f"{row['gap_closed']:.0%} [{row['gap_closed_lo']:.0%}, {row['gap_closed_hi']:.0%}]"
+            print(f"  {key}: last layer {row['last_before']:.4g} -> {row['last_after']:.4g} "
+                  f"(change {row['change']:+.3g} [{row['change_lo']:+.3g}, "
+                  f"{row['change_hi']:+.3g}]; gap closed: {closed})")
     return 0

@@ -36,6 +36,7 @@ __all__ = [
     "lgssm_optimum",
     "lgssm_window_optimum",
     "system_matrices",
+    "window_estimates",
 ]
 
 Array = np.ndarray
@@ -161,6 +162,28 @@ def system_matrices(ds: xr.Dataset, system: int = 0) -> dict[str, Array]:
             "P0": get["P0"]}
 
 
+def window_estimates(ds: xr.Dataset, x: Array, systems: Array | None,
+                     horizons: Sequence[int]) -> dict[str, Any]:
+    """Bayes-optimal estimates for windows ``x`` (W, T, C) (NaN = missing), each filtered from
+    the stationary prior (what a window model can know at best): ``filtered`` and ``smoothed``
+    state means (W, T, S) and ``forecast`` {h: (W, C)} from the window's last step.
+    ``systems`` (W,) picks each window's system (None: system 0)."""
+    x = np.asarray(x, dtype=np.float64)
+    systems = np.zeros(len(x), dtype=int) if systems is None else np.asarray(systems)
+    s = system_matrices(ds, int(systems[0]))["A"].shape[0]
+    filt = np.zeros((*x.shape[:2], s))
+    smooth = np.zeros_like(filt)
+    fc = {int(h): np.zeros((len(x), x.shape[-1])) for h in horizons}
+    for k in np.unique(systems):
+        sel = systems == k
+        mats = system_matrices(ds, int(k))
+        f = kalman_filter(x[sel], **mats)
+        filt[sel], smooth[sel] = f.mean, kalman_smoother(f, mats["A"]).mean
+        for h, pred in kalman_forecast(f.mean[:, -1], mats["A"], mats["C"], horizons).items():
+            fc[h][sel] = pred
+    return {"filtered": filt, "smoothed": smooth, "forecast": fc}
+
+
 def _r2(true: Array, est: Array) -> Array:
     """Per-state R^2 over all finite rows of (M, S) arrays."""
     ok = np.isfinite(true).all(-1) & np.isfinite(est).all(-1)
@@ -283,10 +306,9 @@ def lgssm_window_optimum(
         o, la = obs[idx], lat[idx]
         if init == "prior":
             win = o[:, pos].reshape(-1, context, c)  # (N*W, L, C)
-            f = kalman_filter(win, **mats)
-            sm = kalman_smoother(f, mats["A"])
-            fm, smm = f.mean, sm.mean
-            last = f.mean[:, -1].reshape(len(idx), len(starts), -1)
+            est = window_estimates(ds, win, np.full(len(win), k_sys), [])
+            fm, smm = est["filtered"], est["smoothed"]
+            last = fm[:, -1].reshape(len(idx), len(starts), -1)
         elif init == "series":
             f = kalman_filter(o, **mats)
             sm = kalman_smoother(f, mats["A"])

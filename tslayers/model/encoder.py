@@ -1,16 +1,17 @@
 """TemporalEncoder: instance scaling, patch tokens, prefix registers, pre-norm RoPE blocks, taps.
 
 Layer indices used everywhere in tslayers: ``0`` is the patch embedding, ``i`` (1..L) the output
-of block ``i-1``. Stable tap names:
+of block ``i-1``. Every layer ends in an identity module, so its stable tap name is a real entry
+of ``named_modules()`` and a forward hook on it is the one way to read it (the TransformerLens
+hook-point idea; :mod:`tslayers.probing.taps` reads them for this encoder and any other model):
 
 =================  =======================================================
 ``embed.out``      layer 0: patch (+ register) embeddings
 ``blocks.{i}.out`` layer ``i + 1``: residual stream after block ``i``
-``norm.out``       final LayerNorm of layer L (what ``EncoderOutput.tokens`` holds)
 =================  =======================================================
 
-Sub-modules keep readable names (``blocks.{i}.attn``, ``blocks.{i}.mlp``) so the generic hook
-taps of :mod:`tslayers.probing` can reach inside a block too.
+Sub-modules keep readable names (``blocks.{i}.attn``, ``blocks.{i}.mlp``) so hooks can reach
+inside a block too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,9 +98,7 @@ class EncoderOutput:
     tokens: torch.Tensor
     patched: Patched
     num_prefix: int
-    hidden: dict[int, torch.Tensor] = field(default_factory=dict)
     attn_stats: dict[int, AttentionStats] = field(default_factory=dict)
-    depth: int = 0  # the deepest layer computed (L unless the pass exited early)
 
     @property
     def patch_tokens(self) -> torch.Tensor:
@@ -113,7 +111,17 @@ class EncoderOutput:
 
 
 def tap_name(layer: int) -> str:
+    """Stable module name of layer ``layer`` (0 = embeddings)."""
     return "embed.out" if layer == 0 else f"blocks.{layer - 1}.out"
+
+
+class PatchEmbed(nn.Module):
+    """Linear embedding of (values, observed-mask) patches; ``out`` is the layer-0 tap point."""
+
+    def __init__(self, per_token: int, d_model: int):
+        super().__init__()
+        self.proj = nn.Linear(2 * per_token, d_model)
+        self.out = nn.Identity()
 
 
 class TemporalEncoder(nn.Module):
@@ -124,7 +132,7 @@ class TemporalEncoder(nn.Module):
         self.config = config
         c = config
         per_token = c.patch_len * (c.n_channels if c.channel_mixing else 1)
-        self.embed = nn.Linear(2 * per_token, c.d_model)  # values and observed-mask
+        self.embed = PatchEmbed(per_token, c.d_model)
         self.mask_token = nn.Parameter(torch.zeros(c.d_model))
         self.registers = nn.Parameter(torch.randn(c.n_registers, c.d_model) * 0.02)
         dpr = [c.drop_path * i / max(1, c.n_layers - 1) for i in range(c.n_layers)]
@@ -148,9 +156,6 @@ class TemporalEncoder(nn.Module):
     def tap_names(self) -> dict[str, int]:
         """Stable tap name -> layer index (0 = embeddings, L = last block)."""
         return {tap_name(i): i for i in range(self.n_layers + 1)}
-
-    def min_length(self) -> int:
-        return self.config.patch_len
 
     def n_patches(self, length: int) -> int:
         c = self.config
@@ -207,33 +212,16 @@ class TemporalEncoder(nn.Module):
         ``patch_mask`` (B', P) bool replaces those patches by the learned mask token
         (masked reconstruction and JEPA context encoders).
         """
-        tokens = self.embed(torch.cat([patched.values, patched.observed], dim=-1))
+        tokens = self.embed.proj(torch.cat([patched.values, patched.observed], dim=-1))
         if patch_mask is not None:
             if patch_mask.shape != tokens.shape[:2]:
                 raise ValueError(f"patch_mask must be {tuple(tokens.shape[:2])}, "
                                  f"got {tuple(patch_mask.shape)}")
             tokens = torch.where(patch_mask[..., None], self.mask_token.to(tokens.dtype), tokens)
         prefix = self.registers.expand(tokens.shape[0], -1, -1)
-        return torch.cat([prefix.to(tokens.dtype), tokens], dim=1)
+        return self.embed.out(torch.cat([prefix.to(tokens.dtype), tokens], dim=1))
 
     # ------------------------------------------------------------------ forward
-    def _resolve_taps(self, taps: Iterable[int | str] | str | None) -> set[int]:
-        if taps is None:
-            return set()
-        if taps == "all":
-            return set(range(self.n_layers + 1))
-        names = self.tap_names()
-        layers = set()
-        for tap in [taps] if isinstance(taps, (str, int)) else taps:
-            if isinstance(tap, str):
-                if tap not in names:
-                    raise ValueError(f"unknown tap '{tap}'; available: {', '.join(names)}")
-                tap = names[tap]
-            if not 0 <= tap <= self.n_layers:
-                raise ValueError(f"tap layer {tap} outside 0..{self.n_layers}")
-            layers.add(int(tap))
-        return layers
-
     def forward(
         self,
         x: torch.Tensor,
@@ -241,36 +229,27 @@ class TemporalEncoder(nn.Module):
         *,
         patch_mask: torch.Tensor | None = None,
         key_lengths: torch.Tensor | None = None,
-        taps: Iterable[int | str] | str | None = None,
         attn_stats: bool = False,
-        exit_early: bool = False,
     ) -> EncoderOutput:
         """Encode (B, T, C) -> :class:`EncoderOutput`.
 
-        ``taps``: layer indices or tap names (or ``"all"``) whose tokens to keep from this pass.
         ``attn_stats``: collect per-layer :class:`AttentionStats` (keyed by layer index 1..L).
-        ``exit_early``: stop after the deepest requested tap; ``tokens`` is then that layer's
-        (un-normalised) tokens and ``depth`` says which layer it is.
+        Intermediate layers are read with forward hooks on ``embed.out`` / ``blocks.{i}.out``
+        (see :class:`tslayers.probing.LayerTaps`, which also stops the pass early).
         """
-        layers = self._resolve_taps(taps)
-        stop = max(layers) if (exit_early and layers) else self.n_layers
         patched = self.patchify(x, mask)
         h = self.embed_patches(patched, patch_mask)
         n_patches = h.shape[1] - self.num_prefix
         head_dim = self.config.d_model // self.config.n_heads
         rope = rope_tables(n_patches, self.num_prefix, head_dim, self.config.rope_base,
                            h.device, h.dtype)
-        hidden = {0: h} if 0 in layers else {}
         stats: dict[int, AttentionStats] = {}
-        for i, block in enumerate(self.blocks[:stop]):
+        for i, block in enumerate(self.blocks):
             h, st = block(h, rope, causal=self.config.causal, num_prefix=self.num_prefix,
                           key_lengths=key_lengths, stats=attn_stats)
             if st is not None:
                 stats[i + 1] = st
-            if i + 1 in layers:
-                hidden[i + 1] = h
-        tokens = self.norm(h) if stop == self.n_layers else h
-        return EncoderOutput(tokens, patched, self.num_prefix, hidden, stats, stop)
+        return EncoderOutput(self.norm(h), patched, self.num_prefix, stats)
 
     # ------------------------------------------------------------------ surgery and I/O
     def set_drop_path(self, rate: float) -> None:

@@ -114,10 +114,11 @@ class Block(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio), dropout)
         self.ls2 = LayerScale(dim, layerscale)
         self.drop_path = DropPath(drop_path)
+        self.out = nn.Identity()  # tap point "blocks.{i}.out": the residual stream after the block
 
     def forward(self, x, rope, *, causal, num_prefix, key_lengths, stats):
         a, st = self.attn(self.norm1(x), rope, causal=causal, num_prefix=num_prefix,
                           key_lengths=key_lengths, stats=stats)
         x = x + self.drop_path(self.ls1(a))
         x = x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
-        return x, st
+        return self.out(x), st

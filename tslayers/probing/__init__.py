@@ -1,12 +1,18 @@
-"""Depthwise probing: taps on any ``nn.Module``, streaming all-layer probes, task families,
-label-free diagnostics, and the results Dataset.
+"""Depthwise probing: one pipeline from any feature source to results.
 
-Entry points: :func:`probe_encoder` (one encoder -> results), :class:`LayerTaps` (any model),
-:class:`RidgeProbe` / :class:`LogisticProbe` / :func:`knn_propagate`, :func:`linear_cka` /
-:func:`minibatch_cka`, :func:`write_results` / :func:`read_results` / :func:`merge_results`.
+Where things live (add a piece in one place):
+
+- a **feature source** (a model or a control): :mod:`.sources` (``FeatureSource`` protocol);
+- a **task**: :mod:`.tasks` (``register_task(Task(...))``: family, needs, metrics, builder);
+- a **metric**: :mod:`.metrics` (``METRICS``, with its direction);
+- **probes** (ridge, logistic, kNN, MLP): :mod:`.probes`; taps on any module: :mod:`.taps`;
+- the **pipeline** (windows -> features -> problems -> fits -> scores): :mod:`.pipeline`;
+- the **analysis** (selection on val, paired intervals, controls): :mod:`.analysis`;
+- the results file: :mod:`.results`; label-free diagnostics: :mod:`.diagnostics`.
 """
 
-from .config import CONTROLS, TASKS, ProbeConfig, ProbeRunConfig
+from .analysis import annotate, best_layer, layer_profile, layer_table, primary_metric
+from .config import CONTROLS, ProbeConfig, ProbeRunConfig
 from .diagnostics import (
     AttentionSummary,
     MinibatchCKA,
@@ -16,19 +22,33 @@ from .diagnostics import (
     minibatch_cka,
     norm_outlier_frac,
 )
-from .metrics import HIGHER_IS_BETTER, bootstrap_ci
-from .pipeline import ProbeSource, probe_encoder, probe_sources, split_windows
-from .probes import LogisticProbe, RidgeProbe, knn_propagate
+from .metrics import HIGHER_IS_BETTER, METRICS, bootstrap_ci
+from .pipeline import ProbeSource, probe, probe_encoder, probe_model, probe_sources
+from .probes import LogisticProbe, MLPProbe, RidgeProbe, knn_propagate
 from .results import merge_results, read_results, write_results
+from .sources import (
+    EncoderSource,
+    FeatureSource,
+    MiniRocketSource,
+    ModuleSource,
+    PeriodogramSource,
+    RawWindowSource,
+    untrained_twin,
+)
 from .taps import FeatureWriter, LayerTaps, first_tensor, reduce_tokens, select_modules
+from .tasks import TASKS, Problem, Task, View, register_task
 
 __all__ = [
-    "CONTROLS", "TASKS", "ProbeConfig", "ProbeRunConfig",
+    "annotate", "best_layer", "layer_profile", "layer_table", "primary_metric",
+    "CONTROLS", "ProbeConfig", "ProbeRunConfig",
     "AttentionSummary", "MinibatchCKA", "effective_rank", "linear_cka", "mean_token_sim",
     "minibatch_cka", "norm_outlier_frac",
-    "HIGHER_IS_BETTER", "bootstrap_ci",
-    "ProbeSource", "probe_encoder", "probe_sources", "split_windows",
-    "LogisticProbe", "RidgeProbe", "knn_propagate",
+    "HIGHER_IS_BETTER", "METRICS", "bootstrap_ci",
+    "ProbeSource", "probe", "probe_encoder", "probe_model", "probe_sources",
+    "LogisticProbe", "MLPProbe", "RidgeProbe", "knn_propagate",
     "merge_results", "read_results", "write_results",
+    "EncoderSource", "FeatureSource", "MiniRocketSource", "ModuleSource", "PeriodogramSource",
+    "RawWindowSource", "untrained_twin",
     "FeatureWriter", "LayerTaps", "first_tensor", "reduce_tokens", "select_modules",
+    "TASKS", "Problem", "Task", "View", "register_task",
 ]

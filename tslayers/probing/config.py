@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from tslayers.data.config import DataConfig
 from tslayers.model import EncoderConfig
 
-#: every task family the suite knows; "auto" = every task the data supports
-TASKS = ("forecast", "classify", "latent", "impute", "anomaly", "regime", "correspondence")
-CONTROLS = ("untrained", "raw-patches", "permuted")
+#: controls a probe run can add (see tslayers.probing.sources and pipeline)
+CONTROLS = ("untrained", "raw-window", "periodogram", "minirocket", "mlp", "permuted")
 
 
 @dataclass
@@ -25,9 +24,10 @@ class ProbeConfig:
         default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5])
     Cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])  # logistic probes
     seeds: list[int] = field(default_factory=lambda: [0])  # one split of the series per seed
-    bootstrap: int = 200  # bootstrap replicates over test series (0: no intervals)
+    bootstrap: int = 200  # bootstrap replicates over series (0: no intervals)
     ci: float = 0.9
-    controls: list[str] = field(default_factory=lambda: ["untrained", "raw-patches", "permuted"])
+    controls: list[str] = field(default_factory=lambda: list(CONTROLS))
+    permutations: int = 200  # permutation p-value of each layer's test score (0: none)
     context: int | None = None  # window length; None = data.context
     stride: int | None = None  # window stride; None = data.stride or context
     max_windows: int = 512  # windows sampled over all series (bounds memory and time)
@@ -43,6 +43,8 @@ class ProbeConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        from .tasks import TASKS
+
         bad = [t for t in self.tasks if t not in (*TASKS, "auto")]
         if bad:
             raise ValueError(f"probe.tasks: unknown task(s) {bad}; choose from {list(TASKS)} "

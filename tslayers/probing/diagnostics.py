@@ -159,33 +159,6 @@ class AttentionSummary:
                 for layer, acc in self.sums.items()}
 
 
-def layer_diagnostics(
-    tokens: Mapping[Hashable, np.ndarray | torch.Tensor],
-    *,
-    num_prefix: int = 0,
-    outlier_factor: float = 3.0,
-    cka_batch: int = 256,
-    pooled: Mapping[Hashable, np.ndarray] | None = None,
-) -> dict[str, np.ndarray]:
-    """Token diagnostics for in-memory tokens ``{layer: (B, N, D)}``.
-
-    Returns ``effective_rank``, ``norm_outlier_frac``, ``mean_token_sim`` (L,) and ``cka``
-    (L, L) computed on per-window mean-pooled patch tokens (or ``pooled`` {layer: (B, D)}).
-    """
-    layers = list(tokens)
-    if pooled is None:
-        pooled = {k: torch.as_tensor(v)[:, num_prefix:].double().mean(1) for k, v in tokens.items()}
-    flat = {k: rearrange(torch.as_tensor(v).double(), "b n d -> (b n) d")
-            for k, v in tokens.items()}
-    return {
-        "effective_rank": np.array([effective_rank(flat[k]) for k in layers]),
-        "norm_outlier_frac": np.array([norm_outlier_frac(tokens[k], outlier_factor)
-                                       for k in layers]),
-        "mean_token_sim": np.array([mean_token_sim(tokens[k]) for k in layers]),
-        "cka": minibatch_cka(pooled, cka_batch),
-    }
-
-
 def stack_heads(summary: dict[Hashable, dict[str, np.ndarray]], layers: Sequence[Hashable],
                 n_heads: int) -> dict[str, np.ndarray]:
     """{field: (L, H)} with NaN for layers without attention (the embedding layer)."""
@@ -195,3 +168,40 @@ def stack_heads(summary: dict[Hashable, dict[str, np.ndarray]], layers: Sequence
             if layer in summary:
                 out[f][i, : len(summary[layer][f])] = summary[layer][f]
     return out
+
+
+class TokenDiagnostics:
+    """Streaming label-free diagnostics per layer over batches of (B', N, D) token sequences:
+    effective rank (from the token Gram matrix), share of high-norm outlier tokens, similarity
+    of tokens to their sequence mean, and minibatch CKA between layers on pooled features."""
+
+    def __init__(self, layers: Sequence[Hashable], outlier_factor: float = 3.0):
+        self.layers = list(layers)
+        self.factor = outlier_factor
+        self.gram: dict[Hashable, np.ndarray] = {}
+        self.norms: dict[Hashable, list[np.ndarray]] = {l: [] for l in self.layers}
+        self.sim_sum = dict.fromkeys(self.layers, 0.0)
+        self.n_seq = 0
+        self.cka = MinibatchCKA()
+
+    def update(self, hidden: Mapping[Hashable, torch.Tensor],
+               pooled: Mapping[Hashable, np.ndarray | torch.Tensor]) -> None:
+        for l in self.layers:
+            h = torch.as_tensor(hidden[l]).double()
+            flat = rearrange(h, "b n d -> (b n) d")
+            self.gram[l] = self.gram.get(l, 0) + (flat.T @ flat).numpy()
+            self.norms[l].append(flat.norm(dim=-1).float().numpy())
+            self.sim_sum[l] += mean_token_sim(h) * len(h)
+        self.n_seq += len(next(iter(hidden.values())))
+        self.cka.update(pooled)
+
+    def result(self) -> dict[str, np.ndarray]:
+        ls = self.layers
+        norms = {l: np.concatenate(self.norms[l]) for l in ls}
+        return {
+            "effective_rank": np.array([effective_rank_from_gram(self.gram[l]) for l in ls]),
+            "norm_outlier_frac": np.array(
+                [float((norms[l] > self.factor * np.median(norms[l])).mean()) for l in ls]),
+            "mean_token_sim": np.array([self.sim_sum[l] / self.n_seq for l in ls]),
+            "cka": self.cka.result(),
+        }

@@ -1,8 +1,18 @@
-"""``probe_encoder``: one encoder (plus its controls) x data x task families -> results Dataset."""
+"""One pipeline from any feature source to results.
+
+``probe(sources, data, config)``: sample windows, split them by series (train / val / test),
+extract every source's per-layer features once, add the configured controls, build each
+registered task's problems, fit the probes on train (hyper-parameters chosen on val), score
+every layer on val AND test with paired bootstrap replicates over series, and return the
+results Dataset (:mod:`tslayers.probing.results`) with the analysis of
+:mod:`tslayers.probing.analysis` (layer selected on val, gaps and control comparisons on test).
+
+:func:`probe_encoder` (a TemporalEncoder) and :func:`probe_model` (any ``nn.Module`` with tap
+globs) are thin wrappers that build the source.
+"""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -11,31 +21,37 @@ import numpy as np
 import torch
 import xarray as xr
 
-from tslayers.config import to_dict
 from tslayers.data.config import DataConfig
 
+from . import metrics as M
+from .analysis import annotate
 from .config import ProbeConfig
 from .diagnostics import ATTN_FIELDS, minibatch_cka, stack_heads
-from .features import Features, Windows, extract_features, raw_patch_features, sample_windows
-from .metrics import HIGHER_IS_BETTER
-from .results import finalize, merge_results, scores_to_dataset
-from .tasks import RUNNERS, Context, Split, kalman_optimum, resolve_tasks
+from .features import Features, Windows, hide_spans, sample_windows
+from .probes import LogisticProbe, MLPProbe, RidgeProbe, knn_propagate
+from .results import finalize, records_to_dataset
+from .sources import (
+    EncoderSource,
+    ExtractOptions,
+    MiniRocketSource,
+    ModuleSource,
+    PeriodogramSource,
+    RawWindowSource,
+)
+from .tasks import TASKS, Context, Problem, Split, resolve_tasks
 
 
 def _load(data, cfg: ProbeConfig) -> tuple[xr.Dataset, int, int | None]:
     """Dataset, context and stride from an ``xr.Dataset`` or a ``DataConfig``."""
+    from tslayers.data import load_dataset, validate_dataset
+
     if isinstance(data, xr.Dataset):
         ds, context, stride = data, cfg.context, cfg.stride
         if context is None:
             context = min(256, ds.sizes["time"] - max(cfg.horizons))
     else:
-        from tslayers.data import load_dataset
-
         ds = load_dataset(data.name, **data.params)
-        context = cfg.context or data.context
-        stride = cfg.stride or data.stride
-    from tslayers.data import validate_dataset
-
+        context, stride = cfg.context or data.context, cfg.stride or data.stride
     return validate_dataset(ds), int(context), stride
 
 
@@ -60,25 +76,298 @@ def split_windows(ds: xr.Dataset, win: Windows, cfg: ProbeConfig, seed: int) -> 
     return Split(*masks)
 
 
-def _run_tasks(feats: Features, win: Windows, split: Split, cfg: ProbeConfig, seed: int,
-               tasks: list[str]) -> list:
-    ctx = Context(feats, win, split, cfg, seed)
-    records = []
-    for task in tasks:
-        records += RUNNERS[task](ctx)
-    return records
+# ------------------------------------------------------------------------------ fitting
+def solve(problem: Problem, cfg: ProbeConfig, layers: list[int] | None = None
+          ) -> dict[str, dict[int, np.ndarray]]:
+    """Fit the problem's probe on train rows (choices on val rows); predictions of every layer
+    on the val and test rows, {split: {layer: (n_split, ...)}}. Test rows are never read
+    before prediction."""
+    r = problem.rows
+    tr, va = np.flatnonzero(r.train), np.flatnonzero(r.val)
+    x = {l: v for l, v in problem.x.items() if layers is None or l in layers}
+    if len(tr) < 2 or len(va) < 1:
+        raise ValueError(f"too few rows to fit a probe ({len(tr)} train, {len(va)} val); use "
+                         "more series or windows (probe.max_windows)")
+    rows = {"val": va, "test": np.flatnonzero(r.test)}
+    if problem.kind == "given":
+        return {s: {l: v[i] for l, v in x.items()} for s, i in rows.items()}
+    if problem.kind == "neighbours":
+        return {s: {l: knn_propagate(v[tr], problem.y[tr], v[i], k=cfg.knn_k,
+                                     n_classes=problem.n_classes).argmax(-1)
+                    for l, v in x.items()} for s, i in rows.items()}
+    if problem.kind == "classify":
+        stack = np.stack(list(x.values()))
+        probe = LogisticProbe(cfg.Cs).fit(stack[:, tr], problem.y[tr], stack[:, va],
+                                          problem.y[va], problem.n_classes)
+        return {s: dict(zip(x, probe.predict(stack[:, i]))) for s, i in rows.items()}
+    probe = RidgeProbe(cfg.lambdas)
+    for split, idx in (("train", tr), ("val", va)):
+        for s in range(0, len(idx), 4096):
+            b = idx[s : s + 4096]
+            probe.update({l: v[b] for l, v in x.items()}, problem.y[b], split)
+    probe.fit("val", problem.output_groups)
+    return {s: probe.predict({l: v[i] for l, v in x.items()}) for s, i in rows.items()}
 
 
-def _diag_dataset(name: str, feats: Features, layer_names: list[str]) -> xr.Dataset:
+def solve_mlp(problem: Problem, layer: int, seed: int) -> dict[str, dict[int, np.ndarray]]:
+    """The nonlinear control: a one-hidden-layer MLP on one layer."""
+    r = problem.rows
+    tr, va, te = (np.flatnonzero(m) for m in (r.train, r.val, r.test))
+    x, y = problem.x[layer], problem.y
+    probe = MLPProbe(problem.kind, seed=seed).fit(x[tr], y[tr], x[va], y[va], problem.n_classes)
+    return {"val": {layer: probe.predict(x[va])}, "test": {layer: probe.predict(x[te])}}
+
+
+# ------------------------------------------------------------------------------ scoring
+@dataclass
+class Scorer:
+    """Scores predictions with bootstrap replicates shared by every model on the same split."""
+
+    win: Windows
+    split: Split
+    cfg: ProbeConfig
+    seed: int
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    series: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("val", "test"):
+            self.series[name] = np.unique(self.win.series[getattr(self.split, name)])
+            self.counts[name] = M.bootstrap_counts(self.series[name], max(self.cfg.bootstrap, 1),
+                                                   self.seed, name)
+
+    def _weights(self, split: str, groups: np.ndarray) -> np.ndarray:
+        return M.row_weights(self.counts[split], self.series[split], groups)
+
+    def records(self, model: str, problem: Problem, preds: dict[str, dict[int, np.ndarray]],
+                optimum: list | None = None, pvalues: bool = True) -> list[dict]:
+        out = []
+        for split, by_layer in preds.items():
+            idx = np.flatnonzero(getattr(problem.rows, split))
+            w = self._weights(split, problem.groups[idx])
+            for task, view in problem.views.items():
+                target = view.target[idx]
+                base = {k: v[idx] for k, v in view.baselines.items()}
+                for layer, raw in by_layer.items():
+                    pred = raw[:, view.cols] if raw.ndim == 2 and problem.kind != "given" \
+                        else raw
+                    if view.decode is not None:
+                        pred = view.decode(pred, idx)
+                    for metric, (value, reps) in _metric_values(view.metrics, target, pred,
+                                                                base, w).items():
+                        p = float("nan")
+                        if pvalues and split == "test" and metric == view.metrics[0]:
+                            p = M.permutation_pvalue(metric, target, pred, problem.blocks[idx],
+                                                     self.cfg.permutations, self.seed)
+                        out.append(dict(model=model, layer=layer, task=task, metric=metric,
+                                        seed=self.seed, split=split, score=value,
+                                        boot=reps, pvalue=p))
+                if optimum is not None and "optimum" in base:
+                    for metric, (value, reps) in _metric_values(
+                            view.metrics, target, base["optimum"], base, w).items():
+                        optimum.append(dict(model=model, task=task, metric=metric,
+                                            seed=self.seed, split=split, score=value, boot=reps))
+        return out
+
+
+def _metric_values(metrics: tuple[str, ...], y: np.ndarray, pred: np.ndarray,
+                   base: dict[str, np.ndarray], w: np.ndarray) -> dict[str, tuple]:
+    """{metric: (value, replicates)}; derived metrics need the named baselines."""
+    out = {}
+    for m in metrics:
+        fn = M.METRICS[m].fn
+        if fn is not None:
+            out[m] = (float(fn(y, pred, None)), np.asarray(fn(y, pred, w), dtype=np.float32))
+            continue
+        if "naive" not in base or (m == "share_of_optimum" and "optimum" not in base):
+            continue
+        err = {k: (float(M.mse(y, p, None)), M.mse(y, p, w))
+               for k, p in (("model", pred), *base.items())}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if m == "mse_vs_naive":
+                out[m] = tuple(np.divide(err["model"][i], err["naive"][i]) for i in (0, 1))
+            else:
+                out[m] = tuple(np.divide(err["naive"][i] - err["model"][i],
+                                         err["naive"][i] - err["optimum"][i]) for i in (0, 1))
+        out[m] = (float(out[m][0]), np.asarray(out[m][1], dtype=np.float32))
+    return out
+
+
+# ------------------------------------------------------------------------------ the pipeline
+@dataclass
+class _Entry:
+    name: str
+    source: object
+    feats: Features | None = None
+    permuted: bool = False
+
+
+def _build_entries(sources: list, win: Windows, cfg: ProbeConfig, impute: bool) -> list[_Entry]:
+    """Every source plus its controls, with features extracted once."""
+    entries = []
+    for src in sources:
+        own = [_Entry(src.name, src)]
+        if "untrained" in cfg.controls and hasattr(src, "untrained"):
+            own.append(_Entry(f"{src.name}/untrained", src.untrained(cfg.seeds[0])))
+        for e in own:
+            e.feats = _extract(e.source, win, cfg, impute)
+        first = own[0].feats
+        if "raw-window" in cfg.controls:
+            raw = RawWindowSource(f"{src.name}/raw-window", first.token_end, first.token_len,
+                                  causal=src.causal)
+            own.append(_Entry(raw.name, raw, _extract(raw, win, cfg, impute)))
+        if "periodogram" in cfg.controls:
+            per = PeriodogramSource(f"{src.name}/periodogram")
+            own.append(_Entry(per.name, per, per.extract(win.x)))
+        if "minirocket" in cfg.controls:
+            own.append(_Entry(f"{src.name}/minirocket", MiniRocketSource(
+                f"{src.name}/minirocket", seed=cfg.seeds[0])))  # fitted per split on train
+        entries += own
+    return entries
+
+
+def _extract(source, win: Windows, cfg: ProbeConfig, impute: bool) -> Features:
+    feats = source.extract(win.x)
+    feats.check_finite(source.name)
+    if impute and feats.dense:
+        rng = np.random.default_rng([cfg.seeds[0], 7919])
+        hidden = rng.integers(0, len(feats.token_end), len(win))
+        masked = source.extract(hide_spans(win.x, feats.token_end, feats.token_len, hidden))
+        feats.masked = {l: t[np.arange(len(win)), hidden] for l, t in masked.tokens.items()}
+        feats.hidden = hidden
+    return feats
+
+
+def _permuted_problem(problem: Problem, seed: int) -> Problem:
+    """The same problem with train and val targets shuffled between windows (a null that
+    every probe must fail on; refitted, then scored against the true test targets)."""
+    rng = np.random.default_rng([seed, 99])
+    y = problem.y.copy()
+    for mask in (problem.rows.train, problem.rows.val):
+        idx = np.flatnonzero(mask)
+        blocks = np.unique(problem.blocks[idx])
+        src_of = dict(zip(blocks, rng.permutation(blocks)))
+        for b in blocks:  # blocks of unequal size keep their own targets
+            rows_b = idx[problem.blocks[idx] == b]
+            rows_s = idx[problem.blocks[idx] == src_of[b]]
+            if len(rows_b) == len(rows_s):
+                y[rows_b] = problem.y[rows_s]
+    return dataclasses.replace(problem, y=y)
+
+
+def _selected_layer(records: list[dict], problem: Problem) -> int | None:
+    task = next(iter(problem.views))
+    metric = problem.views[task].metrics[0]
+    val = {r["layer"]: r["score"] for r in records
+           if r["task"] == task and r["metric"] == metric and r["split"] == "val"}
+    if not val:
+        return None
+    sign = 1 if M.HIGHER_IS_BETTER[metric] else -1
+    return max(val, key=lambda l: sign * val[l] if np.isfinite(val[l]) else -np.inf)
+
+
+def probe(sources, data, config: ProbeConfig | None = None) -> xr.Dataset:
+    """Probe every layer of every source (and its controls) on every configured task.
+
+    ``sources``: one or a list of :class:`~tslayers.probing.sources.FeatureSource` (the first
+    source's name leads the controls). ``data``: an ``xr.Dataset`` or a ``DataConfig``.
+    """
+    cfg = config or ProbeConfig()
+    sources = sources if isinstance(sources, (list, tuple)) else [sources]
+    t0 = time.perf_counter()
+    ds, context, stride = _load(data, cfg)
+    lens = any(getattr(s, "objective", None) is not None for s in sources)
+    horizon = max(cfg.horizons) if (lens or any(t in ("forecast", "auto")
+                                                for t in cfg.tasks)) else 0
+    win = sample_windows(ds, context, horizon, stride, cfg.max_windows, cfg.seeds[0])
+    tasks = resolve_tasks(cfg.tasks, win, ds.attrs.get("name", "dataset"))
+    if lens and "lens" not in tasks:
+        tasks.append("lens")
+    if not tasks:
+        raise ValueError("no task applies to this dataset; name tasks in probe.tasks to see "
+                         "what each one needs")
+    entries = _build_entries(sources, win, cfg, "impute" in tasks)
+    optimum_of = _optimum_fn(ds, win, cfg)
+    records, optimum = [], []
+    for seed in cfg.seeds:
+        split = split_windows(ds, win, cfg, seed)
+        scorer = Scorer(win, split, cfg, seed)
+        for e in entries:
+            feats = e.feats or e.source.extract(win.x, fit_rows=split.train)
+            ctx = Context(win, feats, split, cfg, e.source.instance_scaled,
+                          lambda f, causal=e.source.causal: optimum_of(f, causal))
+            for name in tasks:
+                task = TASKS[name]
+                if task.dense and (e.source.series_only or not feats.dense):
+                    continue
+                for problem in task.build(ctx):
+                    own = scorer.records(e.name, problem, solve(problem, cfg), optimum)
+                    records += own
+                    records += _extra_controls(e, problem, own, cfg, scorer, sources)
+    result = records_to_dataset(records, optimum, cfg)
+    diags = [_diag_dataset(e.name, e.feats) for e in entries if e.feats is not None]
+    result = xr.merge([result, *diags], join="outer", compat="no_conflicts")
+    result = _with_cross_cka(result, entries, cfg)
+    config_yaml = _yaml({"probe": dataclasses.asdict(cfg),
+                         "sources": [s.name for s in sources],
+                         "data": ds.attrs.get("name", "dataset")})
+    result = annotate(finalize(result, config_yaml=config_yaml), cfg.ci)
+    result.attrs["probe_seconds"] = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def _extra_controls(entry: _Entry, problem: Problem, own: list[dict], cfg: ProbeConfig,
+                    scorer: Scorer, sources: list) -> list[dict]:
+    """Permuted-label refits (every fitted entry but the feature-engineering controls) and the
+    MLP control (main sources only, on the layer selected on val)."""
+    out = []
+    fitted = problem.kind in ("regress", "classify")
+    if "permuted" in cfg.controls and fitted and entry.source in sources or \
+            "permuted" in cfg.controls and fitted and entry.name.endswith(
+                ("/untrained", "/raw-window")):
+        perm = _permuted_problem(problem, scorer.seed)
+        out += scorer.records(f"{entry.name}/permuted", perm, solve(perm, cfg))
+    if "mlp" in cfg.controls and fitted and entry.source in sources:
+        layer = _selected_layer(own, problem)
+        if layer is not None:
+            out += scorer.records(f"{entry.name}/mlp", problem,
+                                  solve_mlp(problem, layer, scorer.seed), pvalues=False)
+    return out
+
+
+def _optimum_fn(ds: xr.Dataset, win: Windows, cfg: ProbeConfig):
+    """Kalman estimates on the probe's own windows (LGSSM data only), cached per token grid:
+    the filter for causal sources, the smoother for bidirectional ones."""
+    if not all(k in ds for k in ("A", "Cobs", "Q", "R", "m0", "P0")) or win.latent is None:
+        return lambda feats, causal: None
+    from tslayers.data.kalman import window_estimates
+
+    systems = win.label if (win.label is not None and "system" in ds.dims) else None
+    est = window_estimates(ds, win.x, systems, sorted(set(cfg.horizons)))
+    cache: dict = {}
+
+    def optimum(feats: Features, causal: bool) -> dict:
+        key = (tuple(feats.token_end.tolist()), causal)
+        if key not in cache:
+            states = est["filtered" if causal else "smoothed"]
+            idx = np.clip(feats.token_end, 0, None)
+            cache[key] = {"latent": states[:, idx].reshape(-1, states.shape[-1]),
+                          "forecast": est["forecast"]}
+        return cache[key]
+
+    return optimum
+
+
+def _diag_dataset(name: str, feats: Features) -> xr.Dataset:
     layers = feats.layers
     ds = xr.Dataset(coords={"model": [name], "layer": layers, "layer2": layers})
-    ds["layer_name"] = (("model", "layer"), np.array([layer_names], dtype=object))
+    ds["layer_name"] = (("model", "layer"), np.array([feats.names], dtype=object))
     if not feats.diag:
         return ds
     for key in ("effective_rank", "norm_outlier_frac", "mean_token_sim"):
         ds[key] = (("model", "layer"), feats.diag[key][None])
     ds["cka"] = (("model", "layer", "layer2"), feats.diag["cka"][None])
-    if feats.n_heads:
+    if feats.n_heads and feats.attn:
         heads = stack_heads(feats.attn, layers, feats.n_heads)
         ds = ds.assign_coords(head=np.arange(feats.n_heads))
         for key in ATTN_FIELDS:
@@ -86,129 +375,26 @@ def _diag_dataset(name: str, feats: Features, layer_names: list[str]) -> xr.Data
     return ds
 
 
-def probe_encoder(
-    encoder: torch.nn.Module,
-    data: xr.Dataset,
-    config: ProbeConfig | None = None,
-    *,
-    model_name: str,
-    objective=None,
-) -> xr.Dataset:
-    """Probe every layer of ``encoder`` (a ``TemporalEncoder``) on every configured task.
-
-    ``data``: an in-memory dataset or a ``DataConfig``. Adds the configured controls as extra
-    ``model`` entries. ``objective`` with a ``decode(tokens, out)`` method adds the forecast lens.
-    Returns the results Dataset described in :mod:`tslayers.probing.results`.
-    """
-    cfg = config or ProbeConfig()
-    t0 = time.perf_counter()
-    ds, context, stride = _load(data, cfg)
-    lens = objective is not None and hasattr(objective, "decode")
-    wants_future = lens or "forecast" in cfg.tasks or "auto" in cfg.tasks
-    horizon = max(cfg.horizons) if wants_future else 0
-    win = sample_windows(ds, context, horizon, stride, cfg.max_windows, cfg.seeds[0])
-    tasks = resolve_tasks(cfg.tasks, win, ds.attrs.get("name", "dataset"))
-    if not tasks:
-        raise ValueError("no task applies to this dataset; name tasks in probe.tasks to see "
-                         "what each one needs")
-    impute = "impute" in tasks
-    common = dict(batch_size=cfg.batch_size, device=cfg.device, impute=impute,
-                  outlier_factor=cfg.outlier_factor, seed=cfg.seeds[0], progress=cfg.progress)
-    models: dict[str, Features] = {
-        model_name: extract_features(encoder, win, diagnostics=cfg.diagnostics,
-                                     objective=objective, desc=model_name, **common)}
-    if "untrained" in cfg.controls:
-        torch.manual_seed(cfg.seeds[0])
-        twin = type(encoder)(copy.deepcopy(encoder.config))
-        models[f"{model_name}/untrained"] = extract_features(
-            twin, win, diagnostics=cfg.diagnostics, desc=f"{model_name}/untrained", **common)
-    if "raw-patches" in cfg.controls:
-        models[f"{model_name}/raw-patches"] = raw_patch_features(encoder, win, impute=impute,
-                                                                 seed=cfg.seeds[0])
-    run_tasks = tasks + (["lens"] if lens else [])
-    records: list[dict] = []
-    optimum: dict[tuple[str, str], list[float]] = {}
-    is_lgssm = all(k in ds for k in ("A", "Cobs", "Q", "R", "m0", "P0")) and win.latent is not None
-    for seed in cfg.seeds:
-        split = split_windows(ds, win, cfg, seed)
-        for name, feats in models.items():
-            tlist = [t for t in run_tasks if not (t == "lens" and name != model_name)]
-            for r in _run_tasks(feats, win, split, cfg, seed, tlist):
-                model = f"{model_name}/{r.control}" if r.control else name
-                records.append(dict(model=model, layer=r.layer, task=r.task, metric=r.metric,
-                                    seed=seed, score=r.score, lo=r.lo, hi=r.hi))
-        if is_lgssm:
-            opt = kalman_optimum(ds, win, models[model_name], split.test,
-                                 sorted(set(cfg.horizons)))
-            for key, value in opt.items():
-                optimum.setdefault(key, []).append(value)
-            records += _fraction_of_optimum(records, opt, seed)
-    result = scores_to_dataset(records)
-    if optimum:
-        by_seed = xr.DataArray(np.nan, coords={"task": result["task"], "metric": result["metric"],
-                                               "seed": result["seed"]},
-                               dims=("task", "metric", "seed"))
-        for (task, metric), values in optimum.items():
-            if task in by_seed["task"] and metric in by_seed["metric"]:
-                by_seed.loc[{"task": task, "metric": metric}] = values
-        by_seed.attrs["description"] = "Kalman-optimal score on each seed's test windows"
-        result["optimum_by_seed"] = by_seed
-        result["optimum"] = by_seed.mean("seed")
-        result["optimum"].attrs["description"] = "Kalman-optimal score, mean over seeds"
-    diags = [_diag_dataset(n, f, _layer_names(encoder, f, n)) for n, f in models.items()]
-    result = xr.merge([result, *diags], join="outer", compat="no_conflicts")
-    untrained = f"{model_name}/untrained"
-    if cfg.diagnostics and untrained in models:
-        result["cka_cross"] = _cross_cka(models, model_name, untrained, result)
-    result["layer_name"] = result["layer_name"].fillna("").astype(str)
-    config_yaml = _yaml({"probe": to_dict(cfg), "model": model_name,
-                         "encoder": to_dict(getattr(encoder, "config", {})),
-                         "data": ds.attrs.get("name", "dataset")})
-    result = finalize(result, config_yaml=config_yaml)
-    result.attrs["probe_seconds"] = round(time.perf_counter() - t0, 2)
-    return result
-
-
-def _layer_names(encoder, feats: Features, name: str) -> list[str]:
-    if name.endswith("/raw-patches"):
-        return ["patches"]
-    from tslayers.model import tap_name
-
-    return [tap_name(l) for l in feats.layers]
-
-
-def _fraction_of_optimum(records: list[dict], opt: dict, seed: int) -> list[dict]:
-    """Share of the achievable score: R^2 / R^2_opt, MSE_opt / MSE."""
-    out = []
-    for r in records:
-        key = (r["task"], r["metric"])
-        if r["seed"] != seed or key not in opt:
-            continue
-        if r["task"] == "latent" and r["metric"] == "r2":
-            frac = r["score"] / opt[key]
-        elif r["task"].startswith("forecast/") and r["metric"] == "mse":
-            frac = opt[key] / r["score"]
-        else:
-            continue
-        out.append(dict(r, metric="fraction_of_optimum", score=frac, lo=np.nan, hi=np.nan))
-    return out
-
-
-def _cross_cka(models: dict[str, Features], a: str, b: str, result: xr.Dataset) -> xr.DataArray:
-    fa, fb = models[a], models[b]
-    pooled = {("a", l): t.mean(1) for l, t in fa.tokens.items()}
-    pooled.update({("b", l): t.mean(1) for l, t in fb.tokens.items()})
-    m = minibatch_cka(pooled)
-    na = len(fa.layers)
-    block = m[:na, na:]
+def _with_cross_cka(result: xr.Dataset, entries: list[_Entry], cfg: ProbeConfig) -> xr.Dataset:
+    """Linear CKA between each layer of a model and each layer of its untrained twin."""
+    by_name = {e.name: e for e in entries}
+    pairs = [(e.name, f"{e.name}/untrained") for e in entries
+             if f"{e.name}/untrained" in by_name]
+    if not cfg.diagnostics or not pairs:
+        return result
     da = xr.DataArray(np.nan, coords={"model": result["model"], "layer": result["layer"],
                                       "layer2": result["layer2"]},
                       dims=("model", "layer", "layer2"))
-    da.loc[{"model": a, "layer": fa.layers, "layer2": fb.layers}] = block
-    da.loc[{"model": b, "layer": fb.layers, "layer2": fa.layers}] = block.T
-    da.attrs["description"] = f"linear CKA between each model's layer and layer2 of its twin " \
-                              f"({a} <-> {b})"
-    return da
+    for a, b in pairs:
+        fa, fb = by_name[a].feats, by_name[b].feats
+        pooled = {("a", l): v for l, v in fa.pooled.items()}
+        pooled.update({("b", l): v for l, v in fb.pooled.items()})
+        block = minibatch_cka(pooled)[: len(fa.layers), len(fa.layers):]
+        da.loc[{"model": a, "layer": fa.layers, "layer2": fb.layers}] = block
+        da.loc[{"model": b, "layer": fb.layers, "layer2": fa.layers}] = block.T
+    da.attrs["description"] = "linear CKA between a model's layer and layer2 of its twin"
+    result["cka_cross"] = da
+    return result
 
 
 def _yaml(obj) -> str:
@@ -217,7 +403,27 @@ def _yaml(obj) -> str:
     return yaml.safe_dump(obj, sort_keys=False)
 
 
-__all__ = ["probe_encoder", "split_windows", "HIGHER_IS_BETTER"]
+# ------------------------------------------------------------------------------ wrappers
+def _options(cfg: ProbeConfig) -> ExtractOptions:
+    return ExtractOptions(batch_size=cfg.batch_size, device=cfg.device,
+                          diagnostics=cfg.diagnostics, outlier_factor=cfg.outlier_factor,
+                          progress=cfg.progress)
+
+
+def probe_encoder(encoder: torch.nn.Module, data, config: ProbeConfig | None = None, *,
+                  model_name: str, objective=None) -> xr.Dataset:
+    """Probe a :class:`~tslayers.model.TemporalEncoder` (``objective`` with ``decode`` adds
+    the forecast lens)."""
+    cfg = config or ProbeConfig()
+    return probe(EncoderSource(encoder, model_name, objective=objective, pool=cfg.pool,
+                               options=_options(cfg)), data, cfg)
+
+
+def probe_model(model: torch.nn.Module, data, taps: str | list[str], config: ProbeConfig |
+                None = None, *, name: str = "model", **source_kw) -> xr.Dataset:
+    """Probe any ``nn.Module`` tapped by module-name globs (see :class:`ModuleSource`)."""
+    cfg = config or ProbeConfig()
+    return probe(ModuleSource(model, taps, name, options=_options(cfg), **source_kw), data, cfg)
 
 
 @dataclass
@@ -231,10 +437,9 @@ class ProbeSource:
 
 def probe_sources(encoder: torch.nn.Module, sources: list[ProbeSource], config: ProbeConfig,
                   *, model_name: str, objective=None) -> xr.Dataset:
-    """Probe one encoder on every source with that source's tasks; one merged Dataset.
+    """Probe one encoder on every dataset with that dataset's tasks; one merged Dataset."""
+    from .results import merge_results
 
-    The forecast lens (``objective``) runs on the sources that forecast.
-    """
     parts = []
     for source in sources:
         cfg = dataclasses.replace(config, tasks=list(source.tasks))

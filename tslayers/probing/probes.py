@@ -7,6 +7,8 @@
   from the same statistics, with no second pass. Regression and one-vs-rest classification.
 - :class:`LogisticProbe`: multinomial logistic regression, all layers in one batched L-BFGS.
 - :func:`knn_propagate`: nearest-neighbour label propagation (zero-shot correspondence).
+- :class:`MLPProbe`: a one-hidden-layer MLP on one layer, the nonlinear control (is information
+  missing from a layer, or only not linearly accessible?).
 """
 
 from __future__ import annotations
@@ -227,14 +229,6 @@ class RidgeProbe:
                     self.coef_[layer][i], self.intercept_[layer][i] = w[0], b[0]
         return self
 
-    def select(self, scores: Mapping[Layer, np.ndarray], higher_is_better: bool = True) -> None:
-        """Choose lambda per layer from a custom validation score over the grid (n_lambda,)
-        (e.g. accuracy of one-vs-rest classification, computed from :meth:`predict_grid`)."""
-        for layer, s in scores.items():
-            s = np.asarray(s, dtype=np.float64)
-            i = int(np.nanargmax(s) if higher_is_better else np.nanargmin(s))
-            self.best_[layer] = np.full(self.coef_[layer].shape[-1], i)
-
     # ---------------------------------------------------------------- evaluation
     def grid_sse(
         self, split: str, layers: Sequence[Layer] | None = None
@@ -301,13 +295,6 @@ def _copy_stats(st: _Stats) -> _Stats:
     new = _Stats(st.shift, st.xy.shape[1], st.dtype)
     new += st
     return new
-
-
-def one_hot_targets(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """+-1 one-vs-rest codes (n, K) for ridge classification (sklearn RidgeClassifier's coding)."""
-    y = -np.ones((len(labels), n_classes))
-    y[np.arange(len(labels)), labels] = 1.0
-    return y
 
 
 # -------------------------------------------------------------------- logistic
@@ -437,3 +424,57 @@ def knn_propagate(
         scores = torch.zeros(len(sim), n_cls).scatter_add_(1, labels[idx], weight)
         out.append(scores)
     return torch.cat(out).numpy()
+
+
+# -------------------------------------------------------------------- MLP
+class MLPProbe:
+    """One-hidden-layer MLP on train-standardised features, full-batch AdamW, early stopping
+    on the validation loss (the best epoch's weights are kept). ``kind``: ``regress`` (MSE on
+    train-standardised targets) or ``classify`` (cross-entropy)."""
+
+    def __init__(self, kind: str, hidden: int = 128, epochs: int = 300, lr: float = 3e-3,
+                 weight_decay: float = 1e-3, seed: int = 0):
+        self.kind, self.hidden, self.epochs = kind, hidden, epochs
+        self.lr, self.weight_decay, self.seed = lr, weight_decay, seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
+            n_classes: int = 0) -> MLPProbe:
+        torch.manual_seed(self.seed)
+        self.mu, sd = x.mean(0), x.std(0)
+        self.sd = np.where(sd > 1e-12, sd, 1.0)
+        classify = self.kind == "classify"
+        if not classify:
+            self.ymu, ysd = y.mean(0), y.std(0)
+            self.ysd = np.where(ysd > 1e-12, ysd, 1.0)
+        out = n_classes if classify else y.shape[1]
+        self.net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], self.hidden),
+                                       torch.nn.GELU(), torch.nn.Linear(self.hidden, out))
+        opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr,
+                                weight_decay=self.weight_decay)
+        xt, xvt = self._x(x), self._x(xv)
+        yt, yvt = self._y(y), self._y(yv)
+        loss_fn = torch.nn.functional.cross_entropy if classify else torch.nn.functional.mse_loss
+        best, state = float("inf"), None
+        for _ in range(self.epochs):
+            opt.zero_grad()
+            loss_fn(self.net(xt), yt).backward()
+            opt.step()
+            with torch.no_grad():
+                v = float(loss_fn(self.net(xvt), yvt))
+            if v < best:
+                best, state = v, {k: t.clone() for k, t in self.net.state_dict().items()}
+        self.net.load_state_dict(state)
+        return self
+
+    def _x(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((x - self.mu) / self.sd, dtype=torch.float32)
+
+    def _y(self, y: np.ndarray) -> torch.Tensor:
+        if self.kind == "classify":
+            return torch.as_tensor(y, dtype=torch.long)
+        return torch.as_tensor((y - self.ymu) / self.ysd, dtype=torch.float32)
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        z = self.net(self._x(x)).numpy().astype(np.float64)
+        return z.argmax(-1) if self.kind == "classify" else z * self.ysd + self.ymu

@@ -1,8 +1,9 @@
 """Forward-hook taps on any ``nn.Module``, reduced on the fly so memory stays bounded.
 
-Works on our :class:`~tslayers.model.TemporalEncoder` (stable names ``embed.out`` /
-``blocks.{i}.out`` are resolved to the modules that produce them), and on any model's
-``named_modules()`` (a GluonTS PatchTST, a Hugging Face encoder, an LSTM/GRU world model...).
+The one tap mechanism of tslayers: our :class:`~tslayers.model.TemporalEncoder` ends every layer
+in an identity module (``embed.out``, ``blocks.{i}.out``), so it is tapped exactly like any
+model's ``named_modules()`` (a GluonTS PatchTST, a Hugging Face encoder, an LSTM/GRU world
+model...).
 A tap keeps, per batch, one of:
 
 - ``mean``     mean over the time/token axis            -> (B, D)
@@ -40,41 +41,26 @@ def _split_patterns(patterns: str | Iterable[str]) -> list[str]:
     return [p.strip() for p in patterns if p.strip()]
 
 
-def _encoder_aliases(model: nn.Module) -> dict[str, str]:
-    """Stable tap name -> module name for models that declare ``tap_names`` (our encoder)."""
-    if not hasattr(model, "tap_names") or not hasattr(model, "blocks"):
-        return {}
-    aliases = {}
-    for name, layer in model.tap_names().items():
-        aliases[name] = "embed" if layer == 0 else f"blocks.{layer - 1}"
-    return aliases
-
-
 def select_modules(model: nn.Module, patterns: str | Iterable[str]) -> dict[str, nn.Module]:
     """Modules whose name matches any glob in ``patterns`` (comma separated or a list), in
-    forward-definition order. ``embed.out``/``blocks.{i}.out`` are accepted for our encoder.
+    forward-definition order.
 
     Raises ``ValueError`` listing the available names when a pattern matches nothing.
     """
     named = dict(model.named_modules())
     named.pop("", None)
-    aliases = _encoder_aliases(model)
     selected: dict[str, nn.Module] = {}
     for pattern in _split_patterns(patterns):
-        hits = [a for a in aliases if fnmatch.fnmatchcase(a, pattern)]
-        hits_mod = [aliases[a] for a in hits]
+        hits = [n for n in named if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
-            hits_mod = [n for n in named if fnmatch.fnmatchcase(n, pattern)]
-            hits = hits_mod
-        if not hits:
-            available = list(aliases) + list(named)
+            available = list(named)
             shown = ", ".join(available[:60]) + (" ..." if len(available) > 60 else "")
             raise ValueError(
                 f"tap pattern '{pattern}' matches no module of {type(model).__name__}; "
                 f"available names: {shown}"
             )
-        for tap, mod_name in zip(hits, hits_mod):
-            selected.setdefault(tap, named[mod_name])
+        for name in hits:
+            selected.setdefault(name, named[name])
     if not selected:
         raise ValueError("no tap pattern given; pass e.g. 'blocks.*' or '*'")
     order = {id(m): i for i, m in enumerate(named.values())}
@@ -168,6 +154,7 @@ class LayerTaps:
         self.to_cpu = to_cpu
         self.transform = transform
         self.features: dict[str, torch.Tensor] = {}
+        self.output: Any = None
         self._handles: list[Any] = []
         self._writer = FeatureWriter(offload) if offload is not None else None
 
@@ -219,14 +206,15 @@ class LayerTaps:
         """Call ``fn(*args, **kwargs)`` (usually the model) and return this batch's features.
 
         Hooks must be registered (use as a context manager). With ``offload`` the batch is
-        appended to the file and still returned.
+        appended to the file and still returned. ``self.output`` keeps the call's return value
+        (None when the pass was stopped early).
         """
         if not self._handles:
             raise RuntimeError("LayerTaps.run outside 'with LayerTaps(...)': hooks not registered")
-        self.features = {}
+        self.features, self.output = {}, None
         try:
             with torch.no_grad():
-                fn(*args, **kwargs)
+                self.output = fn(*args, **kwargs)
         except _StopForward:
             pass
         missing = [n for n in self.modules if n not in self.features]

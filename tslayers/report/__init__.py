@@ -1,15 +1,9 @@
-"""Results -> markdown tables and PNG figures (``tslayers report RESULTS``)."""
+"""Results -> markdown tables and PNG figures (``tslayers report RESULTS``).
+
+The numbers come from :mod:`tslayers.probing.analysis`; this package only renders them.
+"""
 
 from .alignment import alignment_markdown
-from .render import (
-    best_layer,
-    best_vs_last,
-    layer_profile,
-    matching_tasks,
-    primary_metric,
-    render_report,
-    report_command,
-)
+from .render import render_report, report_command, report_markdown
 
-__all__ = ["alignment_markdown", "best_layer", "best_vs_last", "layer_profile", "matching_tasks",
-           "primary_metric", "render_report", "report_command"]
+__all__ = ["alignment_markdown", "render_report", "report_command", "report_markdown"]

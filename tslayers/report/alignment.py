@@ -1,42 +1,49 @@
-"""Markdown for alignment runs: what each alignment gained on its target and cost elsewhere."""
+"""Markdown for alignment runs: what each alignment changed at the output, with intervals."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-import xarray as xr
 
-from .render import primary_metric
-
-
-def _pct(v: float) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{v:.0%}"
+def _num(v: float, fmt: str = ".3g") -> str:
+    return "–" if v is None or not math.isfinite(v) else format(v, fmt)
 
 
-def alignment_markdown(summaries: dict[str, dict[str, Any]], results: xr.Dataset) -> str:
-    """One table per alignment run (primary metric of each task): best and last layer before,
-    last and best after, gap closed at the output (target tasks) and share of the best kept."""
+def _change(row: dict) -> str:
+    text = f"{row['change']:+.3g} [{row['change_lo']:+.3g}, {row['change_hi']:+.3g}]"
+    lo, hi = row["change_lo"], row["change_hi"]
+    return f"**{text}**" if math.isfinite(lo) and (lo > 0 or hi < 0) else text
+
+
+def _closed(row: dict) -> str:
+    if not math.isfinite(row["gap_closed"]):
+        return "within noise"
+    return f"{row['gap_closed']:.0%} [{row['gap_closed_lo']:.0%}, {row['gap_closed_hi']:.0%}]"
+
+
+def alignment_markdown(summaries: dict[str, dict[str, Any]]) -> str:
+    """One table per alignment run (primary metric of each task): the last layer's test score
+    before and after, the change with its paired interval (bold when it excludes 0), the share
+    of the original gap closed (only where that gap was real) and, secondary, the share of the
+    best validation-selected score kept."""
     lines = ["## Alignment", ""]
-    tasks = set(results["task"].values.tolist())
     for run, summary in summaries.items():
         what = summary.get("layer", summary.get("teacher_layer"))
         lines += [f"### {run} (target: {summary.get('target')}, layer {what})", "",
-                  "| task | metric | best layer before | best before | last before | last after "
-                  "| gap closed | best kept |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| task | metric | last before | last after | change at the output | "
+                  "gap before | gap closed | best kept |", "|---|---|---|---|---|---|---|---|"]
         for key, row in summary["scores"].items():
             task, metric = key.rsplit("/", 1)
-            if task not in tasks or metric != primary_metric(results, task):
-                continue
             mark = " **(target)**" if row["target"] else ""
             lines.append(
-                f"| {task}{mark} | {metric} | {row['best_layer_before']} | "
-                f"{row['best_before']:.3g} | {row['last_before']:.3g} | {row['last_after']:.3g} "
-                f"| {_pct(row['gap_closed'])} | {_pct(row['kept'])} |")
+                f"| {task}{mark} | {metric} | {_num(row['last_before'])} | "
+                f"{_num(row['last_after'])} | {_change(row)} | {_num(row['gap_before'])} "
+                f"[{_num(row['gap_lo'])}, {_num(row['gap_hi'])}] | {_closed(row)} | "
+                f"{_num(row['best_kept'], '.0%')} |")
         lines.append("")
-    lines.append("Gap closed: share of the best-vs-last gap recovered at the aligned model's "
-                 "output (– where the gap was within noise: under 1%, or 0.005 for unit-free "
-                 "metrics). Best kept: aligned model's best layer as a share of the original "
-                 "best (– for non-positive scores).")
+    lines.append("Change at the output: last-layer test score after minus before (oriented so "
+                 "> 0 is better), paired bootstrap over test series. Gap closed: change / the "
+                 "original's selected-minus-last gap, shown only where that gap's interval "
+                 "excludes 0. Best kept: selected-layer score after / before.")
     return "\n".join(lines) + "\n"

@@ -1,9 +1,7 @@
-"""Render a results Dataset as markdown (one table per task family) and figures.
-
-Tables: per model, task and metric, the best layer and its score, the last layer's score and
-the gap (always >= 0: how much is lost by reading the last layer), with bootstrap intervals,
-averaged over seeds (with the spread over seeds when there are several). Figures: layer x task
-heatmap normalised per task, layer curves with intervals, CKA matrices, attention statistics.
+"""Render a results Dataset as markdown (summary first, then one table per task family) and
+figures. Every number comes from :mod:`tslayers.probing.analysis`: layers are selected on the
+validation series and scored on the test series; gaps and margins over controls carry paired
+bootstrap intervals and are bold only when the interval excludes 0.
 """
 
 from __future__ import annotations
@@ -14,10 +12,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from tslayers.io import atomic_write_text
+from tslayers.probing.analysis import (
+    base_models,
+    layer_table,
+    primary_metric,
+    significant,
+)
 from tslayers.probing.results import read_results, validate_results
-
-#: which metric summarises a task family in the heatmap/curves (first one present wins)
-PRIMARY = ("r2", "accuracy", "auroc", "mse")
 
 
 def _load(results: str | Path | xr.Dataset) -> xr.Dataset:
@@ -26,150 +28,108 @@ def _load(results: str | Path | xr.Dataset) -> xr.Dataset:
     return read_results(results)
 
 
-def best_vs_last(ds: xr.Dataset) -> pd.DataFrame:
-    """One row per (model, task, metric) with data: ``family``, ``best_layer``, ``best``,
-    ``best_lo``, ``best_hi``, ``last_layer``, ``last``, ``last_lo``, ``last_hi``, ``gap``
-    (>= 0, in the metric's units, oriented so larger = the last layer is worse), ``best_std``
-    / ``last_std`` (spread over seeds; NaN with one seed), ``higher_is_better``.
-
-    The best layer is chosen on the seed-averaged score; the last layer is the deepest layer
-    with a score for that model (so truncated/raw-patch controls use their own last layer).
-    """
-    validate_results(ds)
-    mean = ds["score"].mean("seed")
-    std = ds["score"].std("seed") if ds.sizes["seed"] > 1 else xr.full_like(mean, np.nan)
-    lo, hi = ds["score_lo"].mean("seed"), ds["score_hi"].mean("seed")
-    hib = dict(zip(ds["metric"].values.tolist(), ds["higher_is_better"].values.astype(bool)))
-    fam = dict(zip(ds["task"].values.tolist(), ds["family"].values.tolist())) \
-        if "family" in ds else {}
-    rows = []
-    layers = ds["layer"].values
-    for model in ds["model"].values.tolist():
-        for task in ds["task"].values.tolist():
-            for metric in ds["metric"].values.tolist():
-                sel = dict(model=model, task=task, metric=metric)
-                s = mean.sel(sel).values
-                ok = np.isfinite(s)
-                if not ok.any():
-                    continue
-                up = hib[metric]
-                ib = int(np.nanargmax(s) if up else np.nanargmin(s))
-                il = int(np.flatnonzero(ok)[-1])
-                gap = (s[ib] - s[il]) if up else (s[il] - s[ib])
-                rows.append(dict(
-                    model=model, family=fam.get(task, ""), task=task, metric=metric,
-                    best_layer=int(layers[ib]), best=float(s[ib]),
-                    best_lo=float(lo.sel(sel).values[ib]), best_hi=float(hi.sel(sel).values[ib]),
-                    best_std=float(std.sel(sel).values[ib]),
-                    last_layer=int(layers[il]), last=float(s[il]),
-                    last_lo=float(lo.sel(sel).values[il]), last_hi=float(hi.sel(sel).values[il]),
-                    last_std=float(std.sel(sel).values[il]),
-                    gap=float(gap), higher_is_better=bool(up)))
-    return pd.DataFrame(rows)
+def _num(v: float) -> str:
+    return "–" if not np.isfinite(v) else f"{v:.3g}"
 
 
-def _fmt(v: float, lo: float, hi: float, std: float) -> str:
+def _with_ci(v: float, lo: float, hi: float) -> str:
     if not np.isfinite(v):
         return "–"
-    s = f"{v:.3g}"
     if np.isfinite(lo) and np.isfinite(hi):
-        s += f" [{lo:.3g}, {hi:.3g}]"
-    if np.isfinite(std):
-        s += f" ±{std:.2g}"
-    return s
+        return f"{v:.3g} [{lo:.3g}, {hi:.3g}]"
+    return f"{v:.3g}"
 
 
-def summary_markdown(df: pd.DataFrame, ds: xr.Dataset) -> str:
-    """The study at a glance: per task (primary metric) and model, best layer vs last layer;
-    then where high-norm global tokens appear and how similar neighbouring layers are."""
-    base = [m for m in ds["model"].values.tolist() if "/" not in m]
-    lines = ["## Summary: best layer vs last layer", "",
-             "Primary metric per task; cell = best layer: best score (last-layer score). "
-             "**Bold** where the last layer is more than 2% below the best.", "",
-             "| family | task | metric | " + " | ".join(base) + " |",
-             "|---|---|---|" + "---|" * len(base)]
-    for task in ds["task"].values.tolist():
-        metric = primary_metric(ds, task)
-        rows = df[(df["task"] == task) & (df["metric"] == metric)].set_index("model")
-        if metric is None or rows.empty:
-            continue
-        cells = []
-        for model in base:
-            if model not in rows.index:
-                cells.append("–")
-                continue
-            r = rows.loc[model]
-            cell = f"L{r['best_layer']}: {r['best']:.3g} ({r['last']:.3g})"
-            cells.append(f"**{cell}**" if r["gap"] > 0.02 * abs(r["best"]) else cell)
-        lines.append(f"| {rows['family'].iloc[0]} | {task} | {metric} | " + " | ".join(cells)
-                     + " |")
-    if "norm_outlier_frac" in ds and "cka" in ds:
-        lines += ["", "| model | global tokens: layer with most norm outliers (fraction) | "
-                  "CKA of neighbouring layers, min (between) | effective rank, first → last |",
-                  "|---|---|---|---|"]
-        for model in base:
-            frac = ds["norm_outlier_frac"].sel(model=model).dropna("layer")
-            cka = ds["cka"].sel(model=model).values
-            rank = ds["effective_rank"].sel(model=model).dropna("layer") \
-                if "effective_rank" in ds else None
-            if frac.size == 0 or not np.isfinite(cka).any():
-                continue
-            k = int(np.nanargmax(frac.values))
-            adj = [cka[i, i + 1] for i in range(len(cka) - 1) if np.isfinite(cka[i, i + 1])]
-            i_min = int(np.nanargmin(adj)) if adj else 0
-            ranks = (f"{float(rank[0]):.1f} → {float(rank[-1]):.1f}"
-                     if rank is not None and rank.size else "–")
-            lines.append(f"| {model} | L{int(frac['layer'][k])} ({float(frac[k]):.3f}) | "
-                         f"{min(adj):.2f} (L{i_min}–L{i_min + 1}) | {ranks} |" if adj else
-                         f"| {model} | L{int(frac['layer'][k])} ({float(frac[k]):.3f}) | – | "
-                         f"{ranks} |")
+def _diff(v: float, lo: float, hi: float) -> str:
+    """A difference with its interval, bold only when the interval excludes 0."""
+    if not np.isfinite(v):
+        return "–"
+    text = f"{v:+.3g} [{lo:+.3g}, {hi:+.3g}]" if np.isfinite(lo) else f"{v:+.3g}"
+    return f"**{text}**" if significant(lo, hi) else text
+
+
+def summary_markdown(table: pd.DataFrame, ds: xr.Dataset) -> str:
+    """The study at a glance: per task and model, the layer selected on val, its test score,
+    the last layer, the gap, and the margin over the best control, with intervals."""
+    ci = float(ds.attrs.get("ci", 0.9))
+    lines = ["## Summary: selected layer vs last layer vs controls", "",
+             f"Primary metric per task. *Selected*: the layer chosen on the validation series, "
+             f"scored on the test series [{ci:.0%} interval]. *Gap*: selected minus last layer; "
+             "*vs control*: selected minus the best control (chosen on val among untrained "
+             "twin, raw window, periodogram, MiniRocket); both oriented so > 0 is better, "
+             "paired bootstrap over test series with the selection repeated in each replicate, "
+             "**bold** only when the interval excludes 0. *Floor*: the best control's score; "
+             "*ceiling*: the Bayes-optimal score on the same rows (LGSSM). *p*: permutation "
+             "p-value of the selected layer.", "",
+             "| task | metric | model | selected | last | gap | vs control (which) | floor "
+             "| ceiling | p |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        ctl = r.best_control.split("/", 1)[-1] if r.best_control else "–"
+        arrow = "↑" if r.higher_is_better else "↓"
+        selected = _with_ci(r.score, r.score_lo, r.score_hi)
+        vs = _diff(r.vs_control, r.vs_control_lo, r.vs_control_hi)
+        lines.append(
+            f"| {r.task} | {r.metric} {arrow} | {r.model} | L{r.selected_layer}: {selected} | "
+            f"L{r.last_layer}: {_num(r.last)} | {_diff(r.gap, r.gap_lo, r.gap_hi)} | {vs} "
+            f"({ctl}) | {_num(r.floor)} | {_num(r.ceiling)} | {_num(r.pvalue)} |")
     return "\n".join(lines) + "\n\n"
 
 
-def _markdown_tables(df: pd.DataFrame, ds: xr.Dataset) -> str:
-    lines = ["# Layerwise probing report", ""]
-    models = ", ".join(str(m) for m in ds["model"].values)
-    lines += [f"Models: {models}. Seeds: {ds.sizes['seed']}. Scores are test-set values "
-              "averaged over seeds, [bootstrap interval over test series], ±spread over seeds. "
-              "Gap = how much the last layer loses to the best layer (metric units, >= 0).", ""]
-    lines.append(summary_markdown(df, ds))
-    has_opt = "optimum" in ds
-    for family, sub in df.groupby("family", sort=False):
-        lines += [f"## {family or 'other'}", ""]
-        header = "| model | task | metric | best layer | best | last layer | last | gap |"
-        sep = "|---|---|---|---|---|---|---|---|"
-        if has_opt:
-            header += " optimum |"
-            sep += "---|"
-        lines += [header, sep]
+def diagnostics_markdown(ds: xr.Dataset) -> str:
+    """Where high-norm global tokens appear, how similar neighbouring layers are, and how the
+    effective rank evolves, per base model."""
+    if "norm_outlier_frac" not in ds or "cka" not in ds:
+        return ""
+    lines = ["## Label-free diagnostics", "",
+             "| model | layer with most high-norm tokens (share) | lowest CKA between "
+             "neighbouring layers | effective rank, first → last |", "|---|---|---|---|"]
+    for model in base_models(ds):
+        frac = ds["norm_outlier_frac"].sel(model=model).dropna("layer")
+        cka = ds["cka"].sel(model=model).values
+        if frac.size == 0 or not np.isfinite(cka).any():
+            continue
+        k = int(np.nanargmax(frac.values))
+        adj = [cka[i, i + 1] for i in range(len(cka) - 1) if np.isfinite(cka[i, i + 1])]
+        rank = ds["effective_rank"].sel(model=model).dropna("layer")
+        ranks = f"{float(rank[0]):.1f} → {float(rank[-1]):.1f}" if rank.size else "–"
+        between = f"{min(adj):.2f} (L{int(np.argmin(adj))}–L{int(np.argmin(adj)) + 1})" \
+            if adj else "–"
+        lines.append(f"| {model} | L{int(frac['layer'][k])} ({float(frac[k]):.3f}) | {between} "
+                     f"| {ranks} |")
+    return "\n".join(lines) + "\n\n"
+
+
+def details_markdown(table: pd.DataFrame) -> str:
+    """Every model, controls included, one table per family; the test-oracle layer is shown as
+    an upper bound only."""
+    lines = []
+    for family, sub in table.groupby("family", sort=False):
+        lines += [f"## {family}", "",
+                  "| model | task | metric | selected layer (oracle) | selected | last | gap |",
+                  "|---|---|---|---|---|---|---|"]
         for r in sub.itertuples():
-            arrow = "↑" if r.higher_is_better else "↓"
-            row = (f"| {r.model} | {r.task} | {r.metric} {arrow} | {r.best_layer} | "
-                   f"{_fmt(r.best, r.best_lo, r.best_hi, r.best_std)} | {r.last_layer} | "
-                   f"{_fmt(r.last, r.last_lo, r.last_hi, r.last_std)} | {r.gap:.3g} |")
-            if has_opt:
-                v = float(ds["optimum"].sel(task=r.task, metric=r.metric)) \
-                    if r.metric in ds["optimum"]["metric"].values.tolist() else np.nan
-                row += f" {v:.3g} |" if np.isfinite(v) else " – |"
-            lines.append(row)
+            lines.append(f"| {r.model} | {r.task} | {r.metric} | L{r.selected_layer} "
+                         f"(L{r.oracle_layer}) | {_with_ci(r.score, r.score_lo, r.score_hi)} | "
+                         f"{_num(r.last)} | {_diff(r.gap, r.gap_lo, r.gap_hi)} |")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
-def primary_metric(ds: xr.Dataset, task: str) -> str | None:
-    mean = ds["score"].sel(task=task).mean("seed")
-    present = [m for m in ds["metric"].values.tolist()
-               if np.isfinite(mean.sel(metric=m).values).any()]
-    for m in PRIMARY:
-        if m in present:
-            return m
-    return present[0] if present else None
+def report_markdown(ds: xr.Dataset) -> tuple[str, pd.DataFrame]:
+    table = layer_table(ds)
+    models = ", ".join(str(m) for m in ds["model"].values)
+    text = ["# Layerwise probing report", "",
+            f"Models: {models}. Seeds: {ds.sizes['seed']} (with several, intervals are across "
+            "seeds). The oracle layer (best on test) is an upper bound, never a result.", "",
+            summary_markdown(table[table["model"].isin(base_models(ds))], ds),
+            diagnostics_markdown(ds), details_markdown(table)]
+    return "\n".join(text), table
 
 
 def normalised_scores(ds: xr.Dataset, model: str) -> tuple[np.ndarray, list[str]]:
-    """(layer, task) matrix of the primary metric rescaled to [0, 1] per task (1 = best)."""
+    """(layer, task) matrix of the primary test metric rescaled to [0, 1] per task."""
     tasks, cols = [], []
-    mean = ds["score"].mean("seed").sel(model=model)
+    mean = ds["score"].sel(split="test").mean("seed").sel(model=model)
     hib = dict(zip(ds["metric"].values.tolist(), ds["higher_is_better"].values.astype(bool)))
     for task in ds["task"].values.tolist():
         m = primary_metric(ds, task)
@@ -183,38 +143,6 @@ def normalised_scores(ds: xr.Dataset, model: str) -> tuple[np.ndarray, list[str]
         cols.append((v - lo) / (hi - lo) if hi > lo else np.where(np.isfinite(v), 1.0, np.nan))
         tasks.append(f"{task} ({m})")
     return (np.stack(cols, 1) if cols else np.zeros((ds.sizes["layer"], 0))), tasks
-
-
-def matching_tasks(ds: xr.Dataset, target: str) -> list[str]:
-    """Tasks named by ``target``: a task ("forecast/h16/last"), a task prefix ("forecast" or
-    "forecast/h16") or a family ("forecasting", "dense", ...)."""
-    fam = dict(zip(ds["task"].values.tolist(), ds["family"].values.tolist())) \
-        if "family" in ds else {}
-    tasks = [t for t in ds["task"].values.tolist()
-             if t == target or t.startswith(target + "/") or fam.get(t) == target]
-    if not tasks:
-        raise ValueError(f"no task matches '{target}'; tasks: {ds['task'].values.tolist()}, "
-                         f"families: {sorted(set(fam.values()))}")
-    return tasks
-
-
-def layer_profile(ds: xr.Dataset, model: str, target: str) -> xr.DataArray:
-    """(layer,) mean over the target's tasks of the primary metric normalised per task to
-    [0, 1] (1 = that task's best layer): one curve to pick a layer for a whole family."""
-    if model not in ds["model"].values.tolist():
-        raise ValueError(f"no model '{model}' in the results; models: "
-                         f"{ds['model'].values.tolist()}")
-    wanted = matching_tasks(ds, target)
-    matrix, names = normalised_scores(ds.sel(task=wanted), model)
-    if not names:
-        raise ValueError(f"model '{model}' has no scores for '{target}'")
-    return xr.DataArray(np.nanmean(matrix, axis=1), coords={"layer": ds["layer"]}, dims="layer")
-
-
-def best_layer(ds: xr.Dataset, model: str, target: str) -> int:
-    """The layer with the highest :func:`layer_profile` for ``target``."""
-    profile = layer_profile(ds, model, target)
-    return int(profile["layer"].values[int(np.nanargmax(profile.values))])
 
 
 def _figures(ds: xr.Dataset, out: Path) -> list[Path]:
@@ -255,7 +183,7 @@ def _figures(ds: xr.Dataset, out: Path) -> list[Path]:
         m = primary_metric(ds, task)
         for model in models:
             sel = dict(model=model, task=task, metric=m)
-            v = ds["score"].sel(sel).mean("seed").values
+            v = ds["score"].sel(sel).sel(split="test").mean("seed").values
             if not np.isfinite(v).any():
                 continue
             ok = np.isfinite(v)
@@ -263,12 +191,12 @@ def _figures(ds: xr.Dataset, out: Path) -> list[Path]:
                 ax.axhline(v[ok][0], ls=":", lw=1, label=model, color="gray")
                 continue
             line, = ax.plot(layers[ok], v[ok], marker="o", ms=3, label=model)
-            lo = ds["score_lo"].sel(sel).mean("seed").values
-            hi = ds["score_hi"].sel(sel).mean("seed").values
+            lo = ds["score_lo"].sel(sel).sel(split="test").mean("seed").values
+            hi = ds["score_hi"].sel(sel).sel(split="test").mean("seed").values
             band = ok & np.isfinite(lo) & np.isfinite(hi)
             ax.fill_between(layers[band], lo[band], hi[band], alpha=0.2, color=line.get_color())
         if "optimum" in ds and m in ds["optimum"]["metric"].values.tolist():
-            opt = float(ds["optimum"].sel(task=task, metric=m))
+            opt = float(ds["optimum"].sel(task=task, metric=m, split="test").mean())
             if np.isfinite(opt):
                 ax.axhline(opt, color="k", ls="--", lw=1, label="optimum")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -335,27 +263,32 @@ def _figures(ds: xr.Dataset, out: Path) -> list[Path]:
 
 
 def render_report(results: str | Path | xr.Dataset, out_dir: str | Path) -> Path:
-    """Write ``report.md`` and PNG figures into ``out_dir``; returns the markdown path."""
+    """Write ``report.md``, ``layers.csv`` and PNG figures into ``out_dir``."""
     ds = _load(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df = best_vs_last(ds)
-    text = _markdown_tables(df, ds)
+    text, table = report_markdown(ds)
     figures = _figures(ds, out)
     if figures:
         text += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
-    md = out / "report.md"
-    tmp = md.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(md)
-    df.to_csv(out / "best_vs_last.csv", index=False)
+    md = atomic_write_text(out / "report.md", text)
+    atomic_write_text(out / "layers.csv", table.to_csv(index=False))
     return md
 
 
 def report_command(args) -> int:
-    """``tslayers report RESULTS [--out DIR]``."""
+    """``tslayers report RESULTS [--out DIR]``: the report beside the results file (or in DIR),
+    with the alignment section when the folder holds ``alignment.json``."""
+    import json
+
     path = Path(args.results)
-    out = Path(args.out) if getattr(args, "out", None) else path.parent / "report"
+    out = Path(args.out) if getattr(args, "out", None) else path.parent
     md = render_report(path, out)
+    summaries = path.parent / "alignment.json"
+    if summaries.is_file():
+        from .alignment import alignment_markdown
+
+        text = md.read_text() + "\n" + alignment_markdown(json.loads(summaries.read_text()))
+        atomic_write_text(md, text)
     print(f"report written to {md}")
     return 0

@@ -38,7 +38,10 @@ def test_inspect_arbitrary_module(tmp_path, capsys):
     names = ds["layer_name"].sel(model="model").values.tolist()
     assert names == ["rnn", "mlp.0", "mlp.1", "mlp.2"]
     assert ds["cka"].sel(model="model").shape == (4, 4)
-    assert "classify" in ds["task"].values
+    tasks = ds["task"].values.tolist()
+    assert "classify" in tasks and "impute" in tasks  # every task the data supports
+    models = set(ds["model"].values.tolist())
+    assert {"model", "model/untrained", "model/raw-window", "model/periodogram"} <= models
     assert (out / "report" / "report.md").exists()
 
 
@@ -60,8 +63,11 @@ def test_probe_command_with_overrides(tmp_path):
         probe: {tasks: [latent], max_windows: 96, bootstrap: 10, progress: false}
     '''))
     out = tmp_path / "run"
-    assert main(["probe", str(cfg), "probe.controls=[raw-patches]", "--out", str(out)]) == 0
+    assert main(["probe", str(cfg), "probe.controls=[raw-window]", "--out", str(out)]) == 0
     ds = read_results(out / "results.nc")
-    assert set(ds["model"].values) == {"untrained", "untrained/raw-patches"}
+    assert set(ds["model"].values) == {"untrained", "untrained/raw-window"}
     assert "optimum" in ds
+    for var in ("selected_layer", "gap", "gap_lo", "gap_hi", "vs_control"):
+        assert var in ds
+    assert ds["score"].sizes["split"] == 2
     assert main(["probe", str(cfg), "probe.tasks=[anomaly]", "--out", str(out)]) == 1
