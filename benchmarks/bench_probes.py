@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from tslayers.model import EncoderConfig, TemporalEncoder
-from tslayers.probing.sources import all_layers
 from tslayers.probing import RidgeProbe
+from tslayers.probing.sources import all_layers
 
 LAMBDAS = [1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5]
 

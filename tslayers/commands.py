@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from tslayers.config import load_config, save_config, to_dict
-
 from tslayers.probing import ProbeConfig, ProbeRunConfig, probe_encoder, probe_model
 from tslayers.probing.pipeline import _yaml
 from tslayers.probing.results import write_results
