@@ -29,8 +29,6 @@ from tslayers.objectives import load_objective
 from tslayers.training import LitPretrainer, PretrainConfig, build_trainer, pretrain
 from tslayers.training.pretraining import build_models
 
-OBJECTIVES = ("forecast", "reconstruct", "contrastive", "jepa")
-
 
 def step_time(config: PretrainConfig, n: int = 4) -> float:
     """Seconds per training step of this config (fwd + bwd + AdamW), after one warm-up."""
@@ -97,7 +95,7 @@ def mase_table(encoder, objective, context: int, horizon: int, seed: int) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget-s", type=float, default=300.0, help="training seconds per objective")
-    ap.add_argument("--objectives", default=",".join(OBJECTIVES))
+    ap.add_argument("--objectives", default="forecast,reconstruct,contrastive,jepa")
     ap.add_argument("--out", default="runs/bench_pretrain")
     ap.add_argument("--small", action="store_true", help="tiny model and data (smoke test)")
     ap.add_argument("--steps", type=int, default=None,

@@ -23,6 +23,7 @@ from typing import Any
 from tslayers.align.run import AlignConfig
 from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig
+from tslayers.io import atomic_write_text
 from tslayers.model import EncoderConfig
 from tslayers.objectives import ObjectiveConfig
 from tslayers.probing import ProbeConfig, ProbeSource, probe_sources
@@ -127,7 +128,7 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
         write_results(results, d / "results.nc")
         summaries = {p.parent.name: json.loads((p.parent / "summary.json").read_text())
                      for p in align_files}
-        (d / "alignment.json").write_text(json.dumps(summaries, indent=2))
+        atomic_write_text(d / "alignment.json", json.dumps(summaries, indent=2))
         md = render_report(results, d)
         if summaries:
             with md.open("a") as f:

@@ -20,6 +20,7 @@ import xarray as xr
 
 from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig, SeriesDataModule
+from tslayers.io import atomic_path, atomic_write_text
 from tslayers.model import EncoderConfig, TemporalEncoder
 from tslayers.probing import ProbeConfig, ProbeSource
 from tslayers.training import TrainConfig, build_trainer, configure_adamw_cosine
@@ -202,7 +203,7 @@ def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
     results.attrs["alignment"] = json.dumps({**summary, "before": name, "after": after_name})
     write_results(results, out / "results.nc")
     summary.update(alignment_summary(results, name, after_name, config.target_task))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return out
 
 
@@ -231,8 +232,10 @@ def _save_head(aligner: ForecastAligner, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     state = {f"projector.{k}": v.contiguous() for k, v in aligner.projector.state_dict().items()}
     state |= {f"decoder.{k}": v.contiguous() for k, v in aligner.decoder.state_dict().items()}
-    save_file(state, str(directory / "head.safetensors"))
-    (directory / "config.json").write_text(json.dumps(to_dict(aligner.head_config), indent=2))
+    with atomic_path(directory / "head.safetensors") as tmp:
+        save_file(state, str(tmp))
+    atomic_write_text(directory / "config.json", json.dumps(to_dict(aligner.head_config),
+                                                            indent=2))
 
 
 def alignment_summary(results: xr.Dataset, before: str, after: str,

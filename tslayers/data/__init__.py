@@ -10,9 +10,7 @@ statsmodels only inside their loaders.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from tslayers._lazy import lazy_getattr
 from tslayers.data.adapters import (
     from_gluonts,
     from_numpy,
@@ -53,10 +51,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tslayers.data' has no attribute '{name}'")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

@@ -1,6 +1,8 @@
 """Pretraining objectives: forecast, reconstruct, contrastive, jepa — one interface.
 
-``objective(encoder, batch) -> ObjectiveOutput(loss, metrics, embeddings)``. Objectives are
+``objective(encoder, batch) -> ObjectiveOutput(loss, metrics, embeddings)``. To add one, write
+a subclass of :class:`Objective` decorated with ``@register_objective("name")`` and import its
+module here. Objectives are
 saved as ``objective.json`` (their config) + ``objective.safetensors`` (heads, and JEPA's
 target encoder); no pickles.
 """
@@ -11,6 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from tslayers.io import atomic_path, atomic_write_text
 from tslayers.model import EncoderConfig
 
 from .base import (
@@ -49,22 +52,16 @@ __all__ = [
     "token_info_nce",
 ]
 
-_CLASSES: dict[str, type[Objective]] = {
-    "forecast": ForecastObjective,
-    "reconstruct": ReconstructObjective,
-    "contrastive": ContrastiveObjective,
-    "jepa": JEPAObjective,
-}
 CONFIG_FILE = "objective.json"
 WEIGHTS_FILE = "objective.safetensors"
 
 
 def build_objective(config: ObjectiveConfig, encoder_config: EncoderConfig) -> Objective:
     """The objective named by ``config.name`` with heads sized for ``encoder_config``."""
-    if config.name not in _CLASSES:  # configs built with dataclasses.replace skip validation
+    if config.name not in OBJECTIVES:  # configs built with dataclasses.replace skip validation
         raise ValueError(f"objective.name='{config.name}' is unknown; choose one of "
-                         f"{', '.join(_CLASSES)}")
-    return _CLASSES[config.name](config, encoder_config)
+                         f"{', '.join(OBJECTIVES)}")
+    return OBJECTIVES[config.name](config, encoder_config)
 
 
 def save_objective(objective: Objective, directory: str | Path) -> Path:
@@ -74,9 +71,10 @@ def save_objective(objective: Objective, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in objective.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE), metadata={"tslayers": "Objective"})
-    (directory / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(objective.config),
-                                                    indent=2))
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"tslayers": "Objective"})
+    atomic_write_text(directory / CONFIG_FILE,
+                      json.dumps(dataclasses.asdict(objective.config), indent=2))
     return directory
 
 

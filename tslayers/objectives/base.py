@@ -15,7 +15,18 @@ from torch import nn
 
 from tslayers.model import EncoderOutput, TemporalEncoder
 
-OBJECTIVES = ("forecast", "reconstruct", "contrastive", "jepa")
+#: the one registry: objective name -> class (filled by :func:`register_objective`)
+OBJECTIVES: dict[str, type] = {}
+
+
+def register_objective(name: str):
+    """Class decorator: make an objective available by name in configs and checkpoints."""
+
+    def deco(cls: type) -> type:
+        OBJECTIVES[name] = cls
+        return cls
+
+    return deco
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch import nn
 
 from tslayers.model import EncoderConfig, TemporalEncoder
 
-from .base import Objective, ObjectiveConfig, ObjectiveOutput, pool
+from .base import Objective, ObjectiveConfig, ObjectiveOutput, pool, register_objective
 
 
 def info_nce(
@@ -58,6 +58,7 @@ def token_info_nce(
     return 0.5 * (one_way(logits, off_u - off_v) + one_way(logits.transpose(1, 2), off_v - off_u))
 
 
+@register_objective("contrastive")
 class ContrastiveObjective(Objective):
     monitors_collapse = True
 

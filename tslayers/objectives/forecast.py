@@ -13,7 +13,7 @@ from torch import nn
 
 from tslayers.model import EncoderConfig, EncoderOutput, TemporalEncoder
 
-from .base import Objective, ObjectiveConfig, ObjectiveOutput, pool
+from .base import Objective, ObjectiveConfig, ObjectiveOutput, pool, register_objective
 
 
 def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
@@ -22,6 +22,7 @@ def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: torch.Tens
     return torch.maximum(quantiles * diff, (quantiles - 1) * diff)
 
 
+@register_objective("forecast")
 class ForecastObjective(Objective):
     def __init__(self, config: ObjectiveConfig, encoder_config: EncoderConfig):
         super().__init__(config)

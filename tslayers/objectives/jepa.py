@@ -19,7 +19,14 @@ from torch import nn
 from tslayers.model import EncoderConfig, TemporalEncoder
 from tslayers.model.layers import Block, rope_tables
 
-from .base import Objective, ObjectiveConfig, ObjectiveOutput, pool, sample_patch_mask
+from .base import (
+    Objective,
+    ObjectiveConfig,
+    ObjectiveOutput,
+    pool,
+    register_objective,
+    sample_patch_mask,
+)
 
 
 class Predictor(nn.Module):
@@ -55,6 +62,7 @@ def ema_momentum(progress: float, start: float, end: float) -> float:
     return end - (end - start) * (math.cos(math.pi * progress) + 1) / 2
 
 
+@register_objective("jepa")
 class JEPAObjective(Objective):
     monitors_collapse = True
 

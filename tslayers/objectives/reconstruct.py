@@ -11,7 +11,14 @@ from torch import nn
 
 from tslayers.model import EncoderConfig, TemporalEncoder
 
-from .base import Objective, ObjectiveConfig, ObjectiveOutput, pool, sample_patch_mask
+from .base import (
+    Objective,
+    ObjectiveConfig,
+    ObjectiveOutput,
+    pool,
+    register_objective,
+    sample_patch_mask,
+)
 
 
 def masked_patch_mse(
@@ -25,6 +32,7 @@ def masked_patch_mse(
     return ((pred - target) ** 2 * w).sum() / w.sum().clamp(min=1)
 
 
+@register_objective("reconstruct")
 class ReconstructObjective(Objective):
     def __init__(self, config: ObjectiveConfig, encoder_config: EncoderConfig):
         super().__init__(config)

@@ -157,12 +157,12 @@ def _vs_controls(ds, controls, task, metric, seed, sign, test_sel, rt, ci, out, 
 # ------------------------------------------------------------------------------ tables
 def primary_metric(ds: xr.Dataset, task: str) -> str | None:
     """The metric that summarises a task: the registered task's first metric present."""
-    from .tasks import TASKS
+    from .tasks import TASKS, base_task
 
     score = ds["score"].sel(task=task)
     present = [m for m in ds["metric"].values.tolist()
                if np.isfinite(score.sel(metric=m).values).any()]
-    base = task.split("/")[0]
+    base = base_task(task)
     order = list(TASKS[base].metrics) if base in TASKS else list(PRIMARY)
     for m in order + list(PRIMARY):
         if m in present:
@@ -256,7 +256,8 @@ def matching_tasks(ds: xr.Dataset, target: str) -> list[str]:
     "forecast/h16") or a family ("forecasting", "dense", ...)."""
     fam = dict(zip(ds["task"].values.tolist(), ds["family"].values.tolist()))
     tasks = [t for t in ds["task"].values.tolist()
-             if t == target or t.startswith(target + "/") or fam.get(t) == target]
+             if t == target or t.startswith((target + "/", target + "@"))
+             or fam.get(t) == target]
     if not tasks:
         raise ValueError(f"no task matches '{target}'; tasks: {ds['task'].values.tolist()}, "
                          f"families: {sorted(set(fam.values()))}")

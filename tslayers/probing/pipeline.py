@@ -433,6 +433,7 @@ class ProbeSource:
 
     data: DataConfig = field(default_factory=DataConfig)
     tasks: list[str] = field(default_factory=lambda: ["auto"])
+    label: str | None = None  # tasks are recorded as "<task>@<label>" (one task, two datasets)
 
 
 def probe_sources(encoder: torch.nn.Module, sources: list[ProbeSource], config: ProbeConfig,
@@ -444,6 +445,8 @@ def probe_sources(encoder: torch.nn.Module, sources: list[ProbeSource], config: 
     for source in sources:
         cfg = dataclasses.replace(config, tasks=list(source.tasks))
         lens = objective if any(t in ("auto", "forecast") for t in source.tasks) else None
-        parts.append(probe_encoder(encoder, source.data, cfg, model_name=model_name,
-                                   objective=lens))
+        part = probe_encoder(encoder, source.data, cfg, model_name=model_name, objective=lens)
+        if source.label:
+            part = part.assign_coords(task=[f"{t}@{source.label}" for t in part["task"].values])
+        parts.append(part)
     return parts[0] if len(parts) == 1 else merge_results(parts)

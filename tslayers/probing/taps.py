@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -239,7 +241,10 @@ class FeatureWriter:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                   dir=self.path.parent)  # unique: writers never collide
+        os.close(fd)
+        self._tmp = Path(tmp)
         self._file = h5netcdf.File(self._tmp, "w")
         self._file.dimensions = {"window": None}
         self._n = 0

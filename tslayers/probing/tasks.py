@@ -114,13 +114,14 @@ def register_task(task: Task) -> Task:
     return task
 
 
-def task_of(result_name: str) -> Task:
-    """The task behind a result name (``forecast/h8/last`` -> ``forecast``)."""
-    return TASKS[result_name.split("/")[0]]
+def base_task(result_name: str) -> str:
+    """The task behind a result name: ``forecast/h8/last`` and ``latent@lorenz`` (a task run on
+    a second dataset, see ``ProbeSource.label``) -> ``forecast``, ``latent``."""
+    return result_name.split("@")[0].split("/")[0]
 
 
 def family_of(result_name: str) -> str:
-    base = result_name.split("/")[0]
+    base = base_task(result_name)
     return TASKS[base].family if base in TASKS else "other"
 
 

@@ -6,8 +6,7 @@ import no data code; ``pretrain``/``PretrainConfig`` pull in the data module laz
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tslayers._lazy import lazy_getattr
 
 _LAZY = {
     "TrainConfig": "tslayers.training.config",
@@ -26,10 +25,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'tslayers.training' has no attribute '{name}'")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)
