@@ -31,7 +31,7 @@ def tiny_encoder(**kw) -> TemporalEncoder:
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"name": "diffusion"}, "unknown; choose one of forecast"),
+    ({"name": "diffusion"}, "unknown; choose one of contrastive, forecast"),
     ({"mask_ratio": 0.0}, "strictly between 0 and 1"),
     ({"mask_ratio": 1.0}, "strictly between 0 and 1"),
     ({"mask_ratio": -0.2}, "strictly between 0 and 1"),

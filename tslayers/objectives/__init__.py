@@ -60,7 +60,7 @@ def build_objective(config: ObjectiveConfig, encoder_config: EncoderConfig) -> O
     """The objective named by ``config.name`` with heads sized for ``encoder_config``."""
     if config.name not in OBJECTIVES:  # configs built with dataclasses.replace skip validation
         raise ValueError(f"objective.name='{config.name}' is unknown; choose one of "
-                         f"{', '.join(OBJECTIVES)}")
+                         f"{', '.join(sorted(OBJECTIVES))}")
     return OBJECTIVES[config.name](config, encoder_config)
 
 

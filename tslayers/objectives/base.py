@@ -72,7 +72,7 @@ class ObjectiveConfig:
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
             raise ValueError(f"objective.name='{self.name}' is unknown; choose one of "
-                             f"{', '.join(OBJECTIVES)}")
+                             f"{', '.join(sorted(OBJECTIVES))}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"objective.mask_ratio={self.mask_ratio} must lie strictly between 0 "
                              "and 1 (the fraction of patches to mask)")
