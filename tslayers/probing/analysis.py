@@ -226,8 +226,22 @@ def layer_table(ds: xr.Dataset, models: list[str] | None = None) -> pd.DataFrame
                 floor=floor, ceiling=_ceiling(ds, model, task, metric),
                 pvalue=float(np.nanmax(get["selected_pvalue"])) if np.isfinite(
                     get["selected_pvalue"]).any() else float("nan"),
+                selectivity=_selectivity(ds, model, task, metric, layers, score[0]),
                 n_seeds=int(np.isfinite(get["selected_score"]).sum())))
     return pd.DataFrame(rows)
+
+
+def _selectivity(ds: xr.Dataset, model: str, task: str, metric: str, layers: np.ndarray,
+                 score: float) -> float:
+    """Task score minus the control task's (random labels per input type) at the same layers
+    (Hewitt & Liang): how much of the score is more than the probe telling inputs apart."""
+    control = f"{task}/control-task"
+    if control not in ds["task"].values.tolist():
+        return float("nan")
+    test = ds["score"].sel(model=model, task=control, metric=metric, split="test")
+    values = [float(test.sel(seed=s, layer=int(l))) for s, l in zip(ds["seed"].values, layers)
+              if np.isfinite(l)]
+    return score - float(np.nanmean(values)) if values else float("nan")
 
 
 def _floor(ds: xr.Dataset, controls: list[str], task: str, metric: str) -> float:

@@ -8,7 +8,8 @@ from tslayers.data.config import DataConfig
 from tslayers.model import EncoderConfig
 
 #: controls a probe run can add (see tslayers.probing.sources and pipeline)
-CONTROLS = ("untrained", "raw-window", "periodogram", "minirocket", "mlp", "permuted")
+CONTROLS = ("untrained", "raw-window", "periodogram", "minirocket", "mlp", "permuted",
+            "selectivity")
 
 
 @dataclass

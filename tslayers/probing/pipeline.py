@@ -38,7 +38,7 @@ from .sources import (
     PeriodogramSource,
     RawWindowSource,
 )
-from .tasks import TASKS, Context, Problem, Split, resolve_tasks
+from .tasks import TASKS, Context, Problem, Split, control_task, resolve_tasks
 
 
 def _load(data, cfg: ProbeConfig) -> tuple[xr.Dataset, int, int | None]:
@@ -303,7 +303,7 @@ def probe(sources, data, config: ProbeConfig | None = None) -> xr.Dataset:
                 for problem in task.build(ctx):
                     own = scorer.records(e.name, problem, solve(problem, cfg), optimum)
                     records += own
-                    records += _extra_controls(e, problem, own, cfg, scorer, sources)
+                    records += _extra_controls(e, problem, own, cfg, scorer, sources, ctx)
     result = records_to_dataset(records, optimum, cfg)
     diags = [_diag_dataset(e.name, e.feats) for e in entries if e.feats is not None]
     result = xr.merge([result, *diags], join="outer", compat="no_conflicts")
@@ -317,10 +317,16 @@ def probe(sources, data, config: ProbeConfig | None = None) -> xr.Dataset:
 
 
 def _extra_controls(entry: _Entry, problem: Problem, own: list[dict], cfg: ProbeConfig,
-                    scorer: Scorer, sources: list) -> list[dict]:
-    """Permuted-label refits (every fitted entry but the feature-engineering controls) and the
-    MLP control (main sources only, on the layer selected on val)."""
+                    scorer: Scorer, sources: list, ctx: Context) -> list[dict]:
+    """Permuted-label refits (every fitted entry but the feature-engineering controls), the
+    MLP control (main sources only, on the layer selected on val) and the control task of
+    classification problems (selectivity)."""
     out = []
+    if "selectivity" in cfg.controls and not entry.name.endswith(("/periodogram",
+                                                                  "/minirocket")):
+        ctl = control_task(problem, ctx, scorer.seed)
+        if ctl is not None:
+            out += scorer.records(entry.name, ctl, solve(ctl, cfg), pvalues=False)
     fitted = problem.kind in ("regress", "classify")
     if "permuted" in cfg.controls and fitted and entry.source in sources or \
             "permuted" in cfg.controls and fitted and entry.name.endswith(

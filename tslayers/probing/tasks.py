@@ -176,6 +176,35 @@ def _series_classes(win: Windows) -> str | None:
     return None
 
 
+def control_task(problem: Problem, ctx: Context, seed: int) -> Problem | None:
+    """The Hewitt & Liang control task of a classification problem: every *input type* gets a
+    random but fixed label, so a probe can only score by telling input types apart (capacity,
+    not information about the task). Input type: quartiles of the mean and of the spread of the
+    input a row sees (the window for series rows, the token's steps for token rows), 16 types.
+    Selectivity = task accuracy - control-task accuracy."""
+    if problem.kind != "classify":
+        return None
+    x, f = ctx.win.x[..., 0], ctx.feats
+    if len(problem.y) == len(x):
+        spans = [x]
+    elif len(problem.y) == len(x) * len(f.token_end):
+        steps = f.token_end[:, None] - np.arange(f.token_len)[None]
+        spans = [x[:, np.clip(steps, 0, None)]]  # (W, P, token_len)
+    else:
+        return None
+    span = spans[0].reshape(len(problem.y), -1)
+    stats = np.stack([np.nanmean(span, 1), np.nanstd(span, 1)], 1)
+    train = problem.rows.train
+    codes = [np.digitize(np.nan_to_num(s), np.nanquantile(s[train], [0.25, 0.5, 0.75]))
+             for s in stats.T]
+    types = codes[0] * 4 + codes[1]
+    table = np.random.default_rng([seed, 1234]).integers(0, problem.n_classes, 16)
+    y = table[types]
+    (name,) = problem.views
+    return Problem(problem.kind, problem.x, y, problem.rows, problem.groups, problem.blocks,
+                   {f"{name}/control-task": View(("accuracy",), y)}, n_classes=problem.n_classes)
+
+
 # ------------------------------------------------------------------------------ forecasting
 def _last_observed(x: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     """Last observed value per window and channel, (W, C): the naive (persistence) forecast."""
