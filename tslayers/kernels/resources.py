@@ -146,21 +146,26 @@ def compile_resources(
 
 
 def report(head_dims=(64, 128, 256), dtypes=("bf16", "fp16"), n: int = 4096,
-           every_config: bool = False) -> list[Resources]:
-    """Resources of the configs the autotuner would offer at sequence length ``n`` (or of every
-    config in the plan with ``every_config``) for each kernel, head dim and dtype."""
+           every_config: bool = False, first_only: bool = False) -> list[Resources]:
+    """Resources of the tiles the autotuner would try at sequence length ``n`` (every tile of
+    the plan with ``every_config``; only its first choice per kernel with ``first_only``), per
+    kernel, head dim and dtype."""
     from . import triton_attention as ta
 
     if ta.INTERPRETED:
         raise RuntimeError("unset TRITON_INTERPRET: interpreted kernels cannot be compiled")
-    out = []
+    out, seen = [], set()
     for dtype in dtypes:
         for d in head_dims:
             for spec in ta.kernel_specs(d, dtype, n, every_config=every_config):
-                out.append(compile_resources(spec.fn, dtype=dtype, constexprs=spec.constexprs,
-                                             block_m=spec.block_m, block_n=spec.block_n,
-                                             num_warps=spec.num_warps,
-                                             num_stages=spec.num_stages, name=spec.name))
+                if first_only and (dtype, d, spec.name) in seen:
+                    continue
+                seen.add((dtype, d, spec.name))
+                r = compile_resources(spec.fn, dtype=dtype, constexprs=spec.constexprs,
+                                      block_m=spec.block_m, block_n=spec.block_n,
+                                      num_warps=spec.num_warps, num_stages=spec.num_stages,
+                                      name=spec.name)
+                out.append(r)
     return out
 
 
@@ -169,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128, 256])
     p.add_argument("--dtypes", nargs="+", default=["bf16", "fp16"])
     p.add_argument("--n", type=int, default=4096, help="sequence length the configs are for")
-    p.add_argument("--every-config", action="store_true", help="not only the pruner's choice")
+    p.add_argument("--every-config", action="store_true", help="every tile of the plans")
+    p.add_argument("--first-only", action="store_true",
+                   help="only the first tile offered per kernel (the largest)")
     p.add_argument("--json", action="store_true", help="one JSON list on stdout")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -178,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     if not toolchain_available():
         print("no Triton CUDA toolchain (ptxas) here", file=sys.stderr)
         return 3
-    rows = report(tuple(args.head_dims), tuple(args.dtypes), args.n, args.every_config)
+    rows = report(tuple(args.head_dims), tuple(args.dtypes), args.n, args.every_config,
+                  args.first_only)
     if args.json:
         print(json.dumps([asdict(r) for r in rows]))
     else:

@@ -23,11 +23,12 @@ registers and spills; ``tests/kernels/test_resources.py`` checks them). The auto
 the plan that fit the sequence (64- and 32-row tiles for short N) and the device's shared memory
 with the real element size; if none fits it raises with the numbers.
 
-fp32 inputs use tensor cores: TF32 dots (10-bit mantissa; outputs within ~1e-3 relative of fp32
-math) by default, or three-pass "tf32x3" dots (close to fp32) when
-``torch.get_float32_matmul_precision() == "highest"`` -- never the scalar fp32 path, except
-under the Triton interpreter (``TRITON_INTERPRET=1`` set before this module is imported; CPU
-tensors), which computes every dot exactly and uses one small fixed tile.
+fp32 inputs use TF32 tensor-core dots (inputs rounded to a 10-bit mantissa, fp32 accumulation:
+outputs and gradients within ~1e-3 relative of fp32 math), never the scalar fp32 path, which
+spills and skips the tensor cores. (``attention(backend="auto")`` sends fp32 to SDPA instead
+while PyTorch's matmul precision is "highest".) Only the Triton interpreter
+(``TRITON_INTERPRET=1`` set before this module is imported; CPU tensors) computes the dots
+exactly; it uses one small fixed tile.
 
 Importable with only torch and triton (plus this package's ``kernels`` modules).
 """
@@ -80,7 +81,7 @@ PLANS: dict[str, dict[int, list[Tile]]] = {
     "fwd_stats": {
         64: [(128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3), (32, 32, 4, 2)],
         128: [(128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3), (32, 32, 4, 2)],
-        256: [(128, 32, 8, 2), (64, 32, 8, 2), (32, 32, 4, 2)],
+        256: [(128, 32, 8, 2), (64, 32, 8, 2), (32, 32, 8, 2)],
     },
     # K resident, Q streamed
     "received": {
@@ -92,18 +93,18 @@ PLANS: dict[str, dict[int, list[Tile]]] = {
     "bwd": {
         64: [(64, 128, 8, 3), (64, 64, 8, 2), (32, 64, 8, 3), (32, 32, 4, 2)],
         128: [(32, 128, 8, 3), (32, 64, 8, 3), (32, 32, 8, 2)],
-        256: [(32, 64, 8, 2), (32, 32, 8, 2)],
+        256: [(32, 64, 8, 2), (32, 32, 8, 2), (32, 32, 8, 1)],  # the last: fp32 inputs
     },
     # deterministic backward: the same dK/dV pass without dQ, then a dQ pass
     "bwd_kv": {
         64: [(32, 128, 4, 3), (64, 64, 4, 3), (32, 32, 4, 2)],
         128: [(32, 128, 8, 3), (32, 64, 8, 3), (32, 32, 8, 2)],
-        256: [(32, 64, 8, 2), (32, 32, 8, 2)],
+        256: [(32, 64, 8, 2), (32, 32, 8, 2), (32, 32, 8, 1)],
     },
     "bwd_dq": {  # Q and dO resident, K and V streamed
         64: [(128, 32, 4, 3), (64, 64, 4, 3), (32, 32, 4, 2)],
         128: [(128, 32, 8, 3), (64, 32, 4, 3), (32, 32, 4, 2)],
-        256: [(64, 32, 8, 2), (32, 32, 4, 2)],
+        256: [(128, 32, 8, 2), (32, 32, 4, 2)],
     },
 }
 
@@ -111,15 +112,16 @@ PLANS: dict[str, dict[int, list[Tile]]] = {
 def smem_bytes(kernel: str, tile: Tile, block_d: int, elem_size: int) -> int:
     """Shared memory a tile needs: the operand tiles Triton stages (``num_stages`` buffers for
     streamed ones), at the input's element size. Matches the sm_90 compiler exactly for the
-    forward kernels and bounds it from above for the backward ones (which also stage transposed
-    operands and the dS tile); the resource test checks both."""
+    forward kernels; for the backward ones, which also stage transposed operands and the dS tile
+    in ways that vary with the tile, it is an upper bound fitted to the compiler's numbers (the
+    resource test checks that it stays one)."""
     bm, bn, _, stages = tile
     if kernel in ("fwd", "fwd_stats"):
         return elem_size * block_d * (bm + 2 * bn * stages)
     if kernel == "received":
         return elem_size * block_d * (bn + bm * stages)
     if kernel in ("bwd", "bwd_kv"):
-        return elem_size * (block_d * (2 * bn + 2 * bm * stages) + block_d * (bn + bm) + bm * bn)
+        return elem_size * (block_d * (2 * bn + 2 * bm * stages + 2 * max(bm, bn)) + bm * bn)
     if kernel == "bwd_dq":
         return elem_size * block_d * (2 * bm + 2 * bn * stages)
     raise KeyError(kernel)
@@ -233,13 +235,12 @@ class KernelSpec:
 
 
 def kernel_specs(head_dim: int, dtype: str, n: int, *, causal: bool = True,
-                 fp32_precision: str = "tf32x3",
                  every_config: bool = False) -> list[KernelSpec]:
     """The tiles the autotuner would try for an ``(N = n, D = head_dim)`` problem of ``dtype``
     ("bf16", "fp16", "fp32") on an H100/H200, per kernel; all plan tiles with ``every_config``."""
     elem = {"bf16": 2, "fp16": 2, "fp32": 4}[dtype]
     block_d = max(16, triton.next_power_of_2(head_dim))
-    precision = fp32_precision if dtype == "fp32" else "tf32"
+    precision = dot_precision(torch.float32, interpreted=False)
     specs = []
     for name, fn in _KERNELS.items():
         tiles = (PLANS[name][_bucket(block_d)] if every_config
@@ -278,14 +279,9 @@ def _unit_stride(x: torch.Tensor) -> torch.Tensor:
 
 
 def dot_precision(dtype: torch.dtype, interpreted: bool = INTERPRETED) -> str:
-    """``input_precision`` of the kernels' dots. 16-bit inputs: exact products either way. fp32
-    inputs: TF32 tensor cores, three-pass TF32 when PyTorch is asked for "highest" precision;
-    the exact scalar path only under the interpreter (which ignores the setting anyway)."""
-    if interpreted:
-        return "ieee"
-    if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest":
-        return "tf32x3"
-    return "tf32"
+    """``input_precision`` of the kernels' dots: TF32 tensor cores (16-bit inputs are exact
+    products either way). "ieee" only under the interpreter, which computes exactly anyway."""
+    return "ieee" if interpreted else "tf32"
 
 
 def _check(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
