@@ -10,6 +10,13 @@ in :mod:`tslayers.kernels.triton_attention`. Conventions (shared with ``referenc
   visible, so no row is ever empty;
 * scores are kept in base 2: ``t = (q . k) * scale * log2(e)``, so ``exp`` becomes the cheaper
   ``exp2``; the saved log-sum-exp ``LSE`` is in natural units (like the reference).
+* addresses: the (batch, head, first row) part of an offset is int64 (``N * stride`` can pass
+  2**31 on long sequences of wide models); only offsets within one tile stay int32.
+
+Kernels: ``_attn_fwd`` (forward, ``STATS`` adds the per-query statistics), ``_attn_received``
+(mass each key receives), ``_attn_bwd_preprocess`` (``delta``), ``_attn_bwd_kv`` (dK, dV; with
+``ATOMIC_DQ`` also dQ by atomics: the FlashAttention-2 backward) and ``_attn_bwd_dq`` (the
+fixed-order dQ pass of the deterministic backward).
 
 Every kernel walks its loop in *stages*: blocks that need no mask at all (the bulk) run a loop
 specialised with ``MASKED=False``; only boundary blocks (the causal diagonal, padding, a ragged
