@@ -24,8 +24,8 @@ from tslayers.kernels import attention, attention_reference  # noqa: E402
 from tslayers.kernels import triton_attention as ta  # noqa: E402
 
 TOL = {
-    torch.float32: dict(out=1e-5, lse=1e-5, stat=1e-4, grad=2e-5),
-    torch.float16: dict(out=2e-3, lse=1e-4, stat=1e-3, grad=1e-2),
+    torch.float32: dict(out=1e-5, lse=1e-5, stat=1e-4, grad=2e-5, grad_rtol=1e-4),
+    torch.float16: dict(out=2e-3, lse=1e-4, stat=1e-3, grad=1e-2, grad_rtol=1e-2),
 }
 
 
@@ -77,7 +77,7 @@ def _check_backward(q, k, v, *, causal, key_lengths, blocks, seed=0, determinist
     r_grads = torch.autograd.grad(r_out, leaves, grad_out.double())
     for name, g, r in zip(("dq", "dk", "dv"), grads, r_grads):
         assert g.dtype == q.dtype
-        _close(g, r, tol["grad"], rtol=1e-2, what=name)
+        _close(g, r, tol["grad"], rtol=tol["grad_rtol"], what=name)
     return grads
 
 
@@ -333,7 +333,7 @@ def test_fp32_tf32_parity_with_tf32_tolerance():
     device = "cpu" if ta.INTERPRETED else "cuda"
     q, k, v = (t.to(device) for t in _qkv(2, 2, 70, 32, torch.float32, seed=14))
     kl = torch.tensor([70, 41], device=device)
-    tf32 = dict(out=5e-3, lse=5e-3, stat=5e-3, grad=2e-2)
+    tf32 = dict(out=5e-3, lse=5e-3, stat=5e-3, grad=2e-2, grad_rtol=2e-2)
     out, lse, _ = ta.flash_attention_forward(q, k, v, causal=True, key_lengths=kl)
     _, r_out, r_lse, _ = _reference(q, k, v, causal=True, key_lengths=kl)
     _close(out, r_out, tf32["out"], rtol=1e-2, what="out")
@@ -373,3 +373,20 @@ def test_pruner_offers_only_fitting_planned_tiles():
     got = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in kept]
     assert got and set(got) <= set(ta.PLANS["fwd"][256])
     assert all(ta.smem_bytes("fwd", t, 256, 4) <= ta.DEFAULT_SMEM_LIMIT for t in got)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_no_host_sync_with_key_lengths_on_the_gpu():
+    """Key lengths living on the GPU are validated without a device->host copy."""
+    q, k, v = (t.cuda() for t in _qkv(2, 2, 64, 32, torch.float32, seed=15))
+    kl = torch.tensor([64, 9], device="cuda")
+    backends = ["sdpa", "math"] + ([] if ta.INTERPRETED else ["triton"])
+    for backend in backends:  # warm up: autotuning synchronises, on purpose
+        attention(q, k, v, causal=True, key_lengths=kl, stats=True, backend=backend)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for backend in backends:
+            attention(q, k, v, causal=True, key_lengths=kl, stats=True, backend=backend)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

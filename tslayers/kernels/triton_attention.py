@@ -266,7 +266,16 @@ def _launch(
         _TUNED[name][lambda m: grid(m["BLOCK_M"], m["BLOCK_N"])](*args, **meta)
         return
     bm, bn = blocks if blocks is not None else INTERPRETER_BLOCKS
-    extra = {} if INTERPRETED else {"num_warps": 4 if bm * bn <= 64 * 64 else 8, "num_stages": 2}
+    extra = {}
+    if not INTERPRETED:
+        extra = {"num_warps": 4 if bm * bn <= 64 * 64 else 8, "num_stages": 2}
+        q = args[0]
+        need = smem_bytes(name, (bm, bn, extra["num_warps"], 2), meta["BLOCK_D"],
+                          q.element_size())
+        limit = smem_limit(q.device.index)
+        if need > limit:
+            raise ValueError(f"blocks={blocks} need ~{need:,} B of shared memory for {name} at "
+                             f"head dim {meta['HEAD_DIM']}; the device offers {limit:,} B")
     _KERNELS[name][grid(bm, bn)](*args, **meta, BLOCK_M=bm, BLOCK_N=bn, **extra)
 
 
