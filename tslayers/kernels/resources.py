@@ -146,10 +146,11 @@ def compile_resources(
 
 
 def report(head_dims=(64, 128, 256), dtypes=("bf16", "fp16"), n: int = 4096,
-           every_config: bool = False, first_only: bool = False) -> list[Resources]:
+           every_config: bool = False, first_only: bool = False,
+           kernels: tuple[str, ...] | None = None) -> list[Resources]:
     """Resources of the tiles the autotuner would try at sequence length ``n`` (every tile of
     the plan with ``every_config``; only its first choice per kernel with ``first_only``), per
-    kernel, head dim and dtype."""
+    kernel (all, or those named in ``kernels``), head dim and dtype."""
     from . import triton_attention as ta
 
     if ta.INTERPRETED:
@@ -158,7 +159,9 @@ def report(head_dims=(64, 128, 256), dtypes=("bf16", "fp16"), n: int = 4096,
     for dtype in dtypes:
         for d in head_dims:
             for spec in ta.kernel_specs(d, dtype, n, every_config=every_config):
-                if first_only and (dtype, d, spec.name) in seen:
+                if (first_only and (dtype, d, spec.name) in seen) or (
+                    kernels and spec.name not in kernels
+                ):
                     continue
                 seen.add((dtype, d, spec.name))
                 r = compile_resources(spec.fn, dtype=dtype, constexprs=spec.constexprs,
@@ -177,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every-config", action="store_true", help="every tile of the plans")
     p.add_argument("--first-only", action="store_true",
                    help="only the first tile offered per kernel (the largest)")
+    p.add_argument("--kernels", nargs="+", default=None,
+                   help="only these (fwd fwd_stats received bwd bwd_kv bwd_dq)")
     p.add_argument("--json", action="store_true", help="one JSON list on stdout")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print("no Triton CUDA toolchain (ptxas) here", file=sys.stderr)
         return 3
     rows = report(tuple(args.head_dims), tuple(args.dtypes), args.n, args.every_config,
-                  args.first_only)
+                  args.first_only, tuple(args.kernels) if args.kernels else None)
     if args.json:
         print(json.dumps([asdict(r) for r in rows]))
     else:
