@@ -24,8 +24,8 @@ from tslayers.kernels import attention, attention_reference  # noqa: E402
 from tslayers.kernels import triton_attention as ta  # noqa: E402
 
 TOL = {
-    torch.float32: dict(out=1e-5, lse=1e-5, stat=1e-4, grad=2e-5),
-    torch.float16: dict(out=2e-3, lse=1e-4, stat=1e-3, grad=1e-2),
+    torch.float32: dict(out=1e-5, lse=1e-5, stat=1e-4, grad=2e-5, grad_rtol=1e-4),
+    torch.float16: dict(out=2e-3, lse=1e-4, stat=1e-3, grad=1e-2, grad_rtol=1e-2),
 }
 
 
@@ -39,15 +39,15 @@ def _qkv(b, h, n, d, dtype, seed, n_k=None):
 
 
 def _reference(q, k, v, **kw):
-    """Reference in fp32 math on the (possibly fp16-rounded) inputs."""
-    q, k, v = (t.float().detach().requires_grad_() for t in (q, k, v))
+    """Reference in float64 math on the (possibly fp16-rounded) inputs."""
+    q, k, v = (t.double().detach().requires_grad_() for t in (q, k, v))
     out, _, lse, stats = attention_reference(q, k, v, **kw)
     return (q, k, v), out, lse, stats
 
 
 def _close(got, want, atol, rtol=1e-3, what=""):
     assert torch.isfinite(got).all(), f"{what}: non-finite values"
-    torch.testing.assert_close(got.float(), want.float(), atol=atol, rtol=rtol, msg=what)
+    torch.testing.assert_close(got.double(), want.double(), atol=atol, rtol=rtol, msg=what)
 
 
 def _check_forward(q, k, v, *, causal, key_lengths, num_prefix, blocks, scale=None):
@@ -65,18 +65,19 @@ def _check_forward(q, k, v, *, causal, key_lengths, num_prefix, blocks, scale=No
         _close(got, want, tol["stat"], rtol=1e-4, what=name)
 
 
-def _check_backward(q, k, v, *, causal, key_lengths, blocks, seed=0):
-    tol = TOL[q.dtype]
+def _check_backward(q, k, v, *, causal, key_lengths, blocks, seed=0, deterministic=None, tol=None):
+    tol = tol or TOL[q.dtype]
     kw = dict(causal=causal, key_lengths=key_lengths)
     qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
-    out, _ = ta.triton_attention(qg, kg, vg, blocks=blocks, **kw)
+    out, _ = ta.triton_attention(qg, kg, vg, blocks=blocks, deterministic=deterministic, **kw)
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed)).to(q.dtype)
+    grad_out = grad_out.to(q.device)
     grads = torch.autograd.grad(out, (qg, kg, vg), grad_out)
     leaves, r_out, _, _ = _reference(q, k, v, **kw)
-    r_grads = torch.autograd.grad(r_out, leaves, grad_out.float())
+    r_grads = torch.autograd.grad(r_out, leaves, grad_out.double())
     for name, g, r in zip(("dq", "dk", "dv"), grads, r_grads):
         assert g.dtype == q.dtype
-        _close(g, r, tol["grad"], rtol=1e-2, what=name)
+        _close(g, r, tol["grad"], rtol=tol["grad_rtol"], what=name)
     return grads
 
 
@@ -96,14 +97,17 @@ def test_forward_and_stats_match_reference(case, causal, dtype):
     _check_forward(q, k, v, causal=causal, key_lengths=kl, num_prefix=2, blocks=(32, 16))
 
 
+@pytest.mark.parametrize("deterministic", [False, True], ids=["fa2", "deterministic"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
 @pytest.mark.parametrize("case", CASES, ids=["plain", "padded"])
-def test_backward_matches_autograd(case, causal, dtype):
+def test_backward_matches_autograd(case, causal, dtype, deterministic):
+    """Both backwards: FlashAttention-2 (atomic dQ, the default) and the two-pass one."""
     b, h, n, d, lengths = case
     q, k, v = _qkv(b, h, n, d, dtype, seed=2)
     kl = None if lengths is None else torch.tensor(lengths)
-    _check_backward(q, k, v, causal=causal, key_lengths=kl, blocks=(32, 16))
+    _check_backward(q, k, v, causal=causal, key_lengths=kl, blocks=(32, 16),
+                    deterministic=deterministic)
 
 
 @pytest.mark.parametrize("blocks", [(16, 32), (32, 32), (16, 16)])
@@ -113,6 +117,7 @@ def test_other_block_shapes(blocks):
     kl = torch.tensor([70, 33])
     _check_forward(q, k, v, causal=True, key_lengths=kl, num_prefix=20, blocks=blocks)
     _check_backward(q, k, v, causal=True, key_lengths=kl, blocks=blocks)
+    _check_backward(q, k, v, causal=True, key_lengths=kl, blocks=blocks, deterministic=True)
 
 
 def test_only_first_key_valid_gives_no_nan():
@@ -252,3 +257,136 @@ def test_encoder_trains_identically_with_triton_and_sdpa():
     assert runs["sdpa"][0][-1] < runs["sdpa"][0][0]
     for g_t, g_s in zip(runs["triton"][1], runs["sdpa"][1]):
         torch.testing.assert_close(g_t, g_s, rtol=1e-3, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward selection, input validation, precision and tuning plans
+# --------------------------------------------------------------------------------------------
+def _launched(monkeypatch) -> list[str]:
+    names: list[str] = []
+    real = ta._launch
+    monkeypatch.setattr(ta, "_launch", lambda name, *a, **kw: (names.append(name),
+                                                                 real(name, *a, **kw)))
+    return names
+
+
+def test_backward_follows_torch_deterministic_flag(monkeypatch):
+    """FlashAttention-2 (one pass, atomic dQ) by default; the fixed-order two-pass backward when
+    PyTorch is asked for deterministic algorithms -- and both give the same gradients."""
+    q, k, v = _qkv(1, 2, 40, 16, torch.float32, seed=12)
+    names = _launched(monkeypatch)
+    grads = {}
+    for flag in (False, True):
+        names.clear()
+        before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(flag)
+        try:
+            qg, kg, vg = (t.clone().requires_grad_() for t in (q, k, v))
+            out, _ = ta.triton_attention(qg, kg, vg, causal=True)
+            grads[flag] = torch.autograd.grad(out.square().sum(), (qg, kg, vg))
+        finally:
+            torch.use_deterministic_algorithms(before)
+        assert names[1:] == (["bwd_kv", "bwd_dq"] if flag else ["bwd"])
+    for a, b in zip(grads[False], grads[True]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lengths, error", [([0, 5], ValueError), ([5, 21], ValueError),
+                                            ([5], ValueError), ([2.0, 3.0], TypeError)])
+def test_every_entry_point_validates_key_lengths(lengths, error):
+    """Length 0 would give NaN rows and a length past N would read the next sequence."""
+    q, k, v = _qkv(2, 1, 20, 16, torch.float32, seed=13)
+    kl = torch.tensor(lengths)
+    out, lse, _ = ta.flash_attention_forward(q, k, v, causal=False)
+    calls = [
+        lambda: ta.triton_attention(q, k, v, causal=False, key_lengths=kl),
+        lambda: ta.flash_attention_forward(q, k, v, causal=False, key_lengths=kl),
+        lambda: ta.flash_attention_backward(out, q, k, v, out, lse, causal=False, key_lengths=kl),
+        lambda: attention(q, k, v, causal=False, key_lengths=kl, backend="triton"),
+    ]
+    for call in calls:
+        with pytest.raises(error, match="key_lengths"):
+            call()
+
+
+def test_fp32_uses_tensor_core_dots_and_auto_keeps_exact_fp32_on_sdpa():
+    from tslayers.kernels import resolve_backend
+
+    assert ta.dot_precision(torch.float32, interpreted=False) == "tf32"
+    assert ta.dot_precision(torch.bfloat16, interpreted=False) == "tf32"
+    cuda = torch.device("cuda")
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert resolve_backend("auto", cuda, torch.float32) == "sdpa"
+        assert resolve_backend("auto", cuda, torch.bfloat16) == "triton"
+        torch.set_float32_matmul_precision("high")
+        assert resolve_backend("auto", cuda, torch.float32) == "triton"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert resolve_backend("auto", torch.device("cpu"), torch.bfloat16) == "sdpa"
+
+
+def test_fp32_tf32_parity_with_tf32_tolerance():
+    """fp32 through TF32 dots (10-bit mantissa) agrees with float64 math to ~1e-3. The
+    interpreter computes exactly; with TRITON_INTERPRET=0 on a GPU this checks the real TF32."""
+    device = "cpu" if ta.INTERPRETED else "cuda"
+    q, k, v = (t.to(device) for t in _qkv(2, 2, 70, 32, torch.float32, seed=14))
+    kl = torch.tensor([70, 41], device=device)
+    tf32 = dict(out=5e-3, lse=5e-3, stat=5e-3, grad=2e-2, grad_rtol=2e-2)
+    out, lse, _ = ta.flash_attention_forward(q, k, v, causal=True, key_lengths=kl)
+    _, r_out, r_lse, _ = _reference(q, k, v, causal=True, key_lengths=kl)
+    _close(out, r_out, tf32["out"], rtol=1e-2, what="out")
+    _close(lse, r_lse, tf32["lse"], rtol=1e-2, what="lse")
+    _check_backward(q, k, v, causal=True, key_lengths=kl, blocks=None, tol=tf32)
+
+
+@pytest.mark.parametrize("kernel", sorted(ta.PLANS))
+def test_offered_tiles_fit_shared_memory_and_short_sequences(kernel):
+    for d in (16, 24, 64, 96, 128, 200, 256):
+        block_d = max(16, triton.next_power_of_2(d))
+        for elem in (2, 4):
+            for n in (1, 17, 32, 64, 100, 4096):
+                tiles = ta.offered_tiles(kernel, block_d, elem, n, n, ta.DEFAULT_SMEM_LIMIT)
+                assert tiles, (kernel, d, elem, n)
+                for t in tiles:
+                    assert ta.smem_bytes(kernel, t, block_d, elem) <= ta.DEFAULT_SMEM_LIMIT
+                    # short sequences: no tile longer than N (rounded up, 32 at least)
+                    assert t[0] <= max(32, triton.next_power_of_2(n)), (kernel, d, n, t)
+                    assert t[1] <= max(32, triton.next_power_of_2(n)), (kernel, d, n, t)
+    # the project's typical N <= 64 gets 64- and 32-row tiles only
+    assert {t[0] for t in ta.offered_tiles(kernel, 64, 2, 64, 64, ta.DEFAULT_SMEM_LIMIT)} <= {
+        32, 64}
+
+
+def test_no_fitting_tile_is_an_error_with_the_numbers():
+    with pytest.raises(ValueError, match=r"head dim 256 .* needs [\d,]+ B.* offers 40,000 B"):
+        ta.offered_tiles("fwd", 256, 2, 4096, 4096, 40_000)
+
+
+def test_pruner_offers_only_fitting_planned_tiles():
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+               for bm, bn, w, s in ta._all_tiles("fwd")]
+    q = torch.empty(1, 1, 1, 256, dtype=torch.float32)
+    kept = ta._pruner("fwd")["early_config_prune"](
+        configs, dict(Q=q, BLOCK_D=256, N_Q=4096, N_K=4096))
+    got = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) for c in kept]
+    assert got and set(got) <= set(ta.PLANS["fwd"][256])
+    assert all(ta.smem_bytes("fwd", t, 256, 4) <= ta.DEFAULT_SMEM_LIMIT for t in got)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_no_host_sync_with_key_lengths_on_the_gpu():
+    """Key lengths living on the GPU are validated without a device->host copy."""
+    q, k, v = (t.cuda() for t in _qkv(2, 2, 64, 32, torch.float32, seed=15))
+    kl = torch.tensor([64, 9], device="cuda")
+    backends = ["sdpa", "math"] + ([] if ta.INTERPRETED else ["triton"])
+    for backend in backends:  # warm up: autotuning synchronises, on purpose
+        attention(q, k, v, causal=True, key_lengths=kl, stats=True, backend=backend)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for backend in backends:
+            attention(q, k, v, causal=True, key_lengths=kl, stats=True, backend=backend)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

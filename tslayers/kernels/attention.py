@@ -8,7 +8,10 @@ returns ``(B, H, N, D)``, plus :class:`AttentionStats` when ``stats=True``. Back
 * ``"sdpa"``  – ``torch.nn.functional.scaled_dot_product_attention``; statistics are computed
   exactly from query blocks of the probability matrix, so memory stays bounded;
 * ``"math"``  – :func:`attention_reference`, which forms the full matrix (tests, tiny diagnostics);
-* ``"auto"``  – Triton on CUDA tensors when Triton is importable, otherwise SDPA.
+* ``"auto"``  – Triton on CUDA tensors when Triton is importable, otherwise SDPA. fp32 CUDA
+  tensors go to Triton (TF32 tensor-core dots, ~1e-3 relative) only when PyTorch allows TF32
+  matmuls (``torch.set_float32_matmul_precision("high")`` or ``"medium"``); under the default
+  ``"highest"`` they go to SDPA, which keeps fp32 accuracy.
 """
 
 from __future__ import annotations
@@ -52,11 +55,15 @@ def triton_available() -> bool:
     return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
+def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """The backend that runs: ``auto`` resolved for tensors on ``device`` of ``dtype``."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown attention backend '{backend}'; choose one of {BACKENDS}")
     if backend == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "sdpa"
+        exact_fp32 = (dtype == torch.float32
+                      and torch.get_float32_matmul_precision() == "highest")
+        use_triton = device.type == "cuda" and not exact_fp32 and triton_available()
+        return "triton" if use_triton else "sdpa"
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError(
             "the Triton attention backend needs CUDA tensors; to run it on the CPU set "
@@ -86,7 +93,7 @@ def attention(
     _check_inputs(q, k, v)
     check_key_lengths(key_lengths, q.shape[0], k.shape[2])
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    chosen = resolve_backend(backend, q.device)
+    chosen = resolve_backend(backend, q.device, q.dtype)
     kwargs = dict(causal=causal, key_lengths=key_lengths, scale=scale, num_prefix=num_prefix)
     if chosen == "math":
         out, _, _, st = attention_reference(q, k, v, **kwargs)

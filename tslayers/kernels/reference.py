@@ -54,12 +54,23 @@ def allowed_mask(
 
 
 def check_key_lengths(key_lengths: torch.Tensor | None, batch: int, n: int) -> None:
+    """Shape, dtype and range ``[1, n]`` of ``key_lengths``, without a device->host sync: CPU
+    lengths are checked here and now (``ValueError``); CUDA lengths by an asynchronous device
+    assert, which fails the next synchronising call instead of stalling this one."""
     if key_lengths is None:
         return
     if key_lengths.shape != (batch,):
         raise ValueError(f"key_lengths must have shape ({batch},), got {tuple(key_lengths.shape)}")
-    if key_lengths.numel() and (int(key_lengths.min()) < 1 or int(key_lengths.max()) > n):
-        raise ValueError(f"key_lengths must lie in [1, {n}], got {key_lengths.tolist()}")
+    if key_lengths.dtype.is_floating_point or key_lengths.dtype.is_complex or (
+        key_lengths.dtype == torch.bool
+    ):
+        raise TypeError(f"key_lengths must be integers, got {key_lengths.dtype}")
+    in_range = ((key_lengths >= 1) & (key_lengths <= n)).all()
+    if key_lengths.device.type == "cpu":
+        if not bool(in_range):
+            raise ValueError(f"key_lengths must lie in [1, {n}], got {key_lengths.tolist()}")
+    else:
+        torch._assert_async(in_range, f"key_lengths must lie in [1, {n}]")
 
 
 def attention_reference(

@@ -10,6 +10,13 @@ in :mod:`tslayers.kernels.triton_attention`. Conventions (shared with ``referenc
   visible, so no row is ever empty;
 * scores are kept in base 2: ``t = (q . k) * scale * log2(e)``, so ``exp`` becomes the cheaper
   ``exp2``; the saved log-sum-exp ``LSE`` is in natural units (like the reference).
+* addresses: the (batch, head, first row) part of an offset is int64 (``N * stride`` can pass
+  2**31 on long sequences of wide models); only offsets within one tile stay int32.
+
+Kernels: ``_attn_fwd`` (forward, ``STATS`` adds the per-query statistics), ``_attn_received``
+(mass each key receives), ``_attn_bwd_preprocess`` (``delta``), ``_attn_bwd_kv`` (dK, dV; with
+``ATOMIC_DQ`` also dQ by atomics: the FlashAttention-2 backward) and ``_attn_bwd_dq`` (the
+fixed-order dQ pass of the deterministic backward).
 
 Every kernel walks its loop in *stages*: blocks that need no mask at all (the bulk) run a loop
 specialised with ``MASKED=False``; only boundary blocks (the causal diagonal, padding, a ragged
@@ -64,11 +71,25 @@ def _store_tile(
 
 @triton.jit
 def _key_length(KEY_LENGTHS, off_b, N_K, HAS_LENGTHS: tl.constexpr):
+    """Valid keys of sequence ``off_b``, clamped to ``[1, N_K]``: the launchers validate the
+    lengths, the clamp only guarantees that a bad one can never read outside this sequence."""
     if HAS_LENGTHS:
-        kv_len = tl.load(KEY_LENGTHS + off_b)
+        kv_len = tl.minimum(tl.maximum(tl.load(KEY_LENGTHS + off_b), 1), N_K)
     else:
         kv_len = N_K
     return kv_len
+
+
+@triton.jit
+def _tile_ptrs(BASE, off_b, off_h, stride_b, stride_h, stride_n, start, offs, offs_d):
+    """Pointers to rows ``start + offs`` of one (batch, head) of a ``(B, H, N, D)`` tensor.
+
+    The scalar part (batch, head, first row) is computed in int64: ``N * stride_n`` can exceed
+    2**31 for long sequences of a wide model; the per-row part ``offs`` (< one tile) stays int32.
+    """
+    base = (off_b.to(tl.int64) * stride_b + off_h.to(tl.int64) * stride_h
+            + tl.cast(start, tl.int64) * stride_n)
+    return BASE + base + offs[:, None] * stride_n + offs_d[None, :]
 
 
 @triton.jit
@@ -125,8 +146,8 @@ def _fwd_inner(
     ``ent_i = sum exp2(t - m_i) (t - m_i)`` (entropy), ``dist_i = sum exp2(t - m_i) j`` when causal
     else ``... |i - j|`` (distance) and ``pref_i`` (mass on keys ``< num_prefix``).
     """
-    k_ptrs += lo * stride_kn
-    v_ptrs += lo * stride_vn
+    k_ptrs += tl.cast(lo, tl.int64) * stride_kn
+    v_ptrs += tl.cast(lo, tl.int64) * stride_vn
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         # -- scores of this key block: t = q k^T * scale * log2(e) ---------------------------
@@ -192,17 +213,15 @@ def _attn_fwd(
     kv_len = _key_length(KEY_LENGTHS, off_b, N_K, HAS_LENGTHS)
 
     start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
+    rows = tl.arange(0, BLOCK_M)
+    offs_m = start_m + rows
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    q_ptrs = (Q + off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh
-              + offs_m[:, None] * stride_qn + offs_d[None, :])
-    k_ptrs = (K + off_b.to(tl.int64) * stride_kb + off_h.to(tl.int64) * stride_kh
-              + offs_n[:, None] * stride_kn + offs_d[None, :])
-    v_ptrs = (V + off_b.to(tl.int64) * stride_vb + off_h.to(tl.int64) * stride_vh
-              + offs_n[:, None] * stride_vn + offs_d[None, :])
+    q_ptrs = _tile_ptrs(Q, off_b, off_h, stride_qb, stride_qh, stride_qn, start_m, rows, offs_d)
+    k_ptrs = _tile_ptrs(K, off_b, off_h, stride_kb, stride_kh, stride_kn, 0, offs_n, offs_d)
+    v_ptrs = _tile_ptrs(V, off_b, off_h, stride_vb, stride_vh, stride_vn, 0, offs_n, offs_d)
 
-    # The query block stays in registers for the whole loop.
+    # The query block stays on chip for the whole loop.
     q = _load_tile(q_ptrs, offs_m, N_Q, offs_d, HEAD_DIM, BLOCK_D, True)
     m_i = tl.full([BLOCK_M], MASKED_SCORE, dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -228,8 +247,7 @@ def _attn_fwd(
     row_ok = offs_m < N_Q
     row_idx = pid_bh.to(tl.int64) * N_Q + offs_m
     tl.store(LSE + row_idx, (m_i + tl.math.log2(l_i)) * LN2, mask=row_ok)
-    o_ptrs = (O + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh
-              + offs_m[:, None] * stride_on + offs_d[None, :])
+    o_ptrs = _tile_ptrs(O, off_b, off_h, stride_ob, stride_oh, stride_on, start_m, rows, offs_d)
     _store_tile(o_ptrs, (acc * l_rcp[:, None]).to(O.dtype.element_ty), offs_m, N_Q, offs_d,
                 HEAD_DIM, BLOCK_D)
     if STATS:
@@ -253,7 +271,7 @@ def _received_inner(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     MASKED: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    q_ptrs += lo * stride_qn
+    q_ptrs += tl.cast(lo, tl.int64) * stride_qn
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m
         q = _load_tile(q_ptrs, rows, q_hi, offs_d, HEAD_DIM, BLOCK_D, MASKED)
@@ -295,13 +313,12 @@ def _attn_received(
         q_hi = N_Q
 
     start_n = pid_n * BLOCK_N
-    cols = start_n + tl.arange(0, BLOCK_N)
+    offs_n = tl.arange(0, BLOCK_N)
+    cols = start_n + offs_n
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    k_ptrs = (K + off_b.to(tl.int64) * stride_kb + off_h.to(tl.int64) * stride_kh
-              + cols[:, None] * stride_kn + offs_d[None, :])
-    q_ptrs = (Q + off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh
-              + offs_m[:, None] * stride_qn + offs_d[None, :])
+    k_ptrs = _tile_ptrs(K, off_b, off_h, stride_kb, stride_kh, stride_kn, start_n, offs_n, offs_d)
+    q_ptrs = _tile_ptrs(Q, off_b, off_h, stride_qb, stride_qh, stride_qn, 0, offs_m, offs_d)
     LSE_ROW = LSE + pid_bh.to(tl.int64) * N_Q
     k = _load_tile(k_ptrs, cols, kv_len, offs_d, HEAD_DIM, BLOCK_D, True)
     recv = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -336,29 +353,35 @@ def _attn_bwd_preprocess(
     pid_bh = tl.program_id(1)
     off_b = pid_bh // H
     off_h = pid_bh % H
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.arange(0, BLOCK_M)
+    offs_m = pid_m * BLOCK_M + rows
     offs_d = tl.arange(0, BLOCK_D)
-    o = _load_tile(O + off_b.to(tl.int64) * stride_ob + off_h.to(tl.int64) * stride_oh
-                   + offs_m[:, None] * stride_on + offs_d[None, :],
-                   offs_m, N_Q, offs_d, HEAD_DIM, BLOCK_D, True)
-    do = _load_tile(DO + off_b.to(tl.int64) * stride_dob + off_h.to(tl.int64) * stride_doh
-                    + offs_m[:, None] * stride_don + offs_d[None, :],
+    o = _load_tile(_tile_ptrs(O, off_b, off_h, stride_ob, stride_oh, stride_on, pid_m * BLOCK_M,
+                              rows, offs_d), offs_m, N_Q, offs_d, HEAD_DIM, BLOCK_D, True)
+    do = _load_tile(_tile_ptrs(DO, off_b, off_h, stride_dob, stride_doh, stride_don,
+                               pid_m * BLOCK_M, rows, offs_d),
                     offs_m, N_Q, offs_d, HEAD_DIM, BLOCK_D, True)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(DELTA + pid_bh.to(tl.int64) * N_Q + offs_m, delta, mask=offs_m < N_Q)
 
 
 @triton.jit
-def _bwd_dkdv_inner(
-    dk, dv, k, v, q_ptrs, do_ptrs, LSE_ROW, DELTA_ROW, stride_qn, stride_don,
+def _bwd_kv_inner(
+    dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, LSE_ROW, DELTA_ROW, stride_qn, stride_don,
     lo, hi, cols, offs_m, offs_d, kv_len, N_Q, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     MASKED: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ATOMIC_DQ: tl.constexpr,
 ):
     """Accumulate dK, dV of one key block over query blocks ``[lo, hi)``, working with the
-    transposed probabilities ``P^T`` (keys x queries) so that no transpose is stored."""
-    q_ptrs += lo * stride_qn
-    do_ptrs += lo * stride_don
+    transposed probabilities ``P^T`` (keys x queries) so that no transpose is stored.
+
+    With ``ATOMIC_DQ`` (FlashAttention-2) each query block's share of dQ, ``dS K``, is also added
+    to an fp32 buffer with atomics: five matrix products per tile pair and one pass in all,
+    against seven and a second pass (``_attn_bwd_dq``) for the deterministic order."""
+    q_ptrs += tl.cast(lo, tl.int64) * stride_qn
+    do_ptrs += tl.cast(lo, tl.int64) * stride_don
+    dq_ptrs += tl.cast(lo, tl.int64) * HEAD_DIM
     for start_m in range(lo, hi, BLOCK_M):
         rows = start_m + offs_m
         q = _load_tile(q_ptrs, rows, N_Q, offs_d, HEAD_DIM, BLOCK_D, MASKED)
@@ -383,16 +406,24 @@ def _bwd_dkdv_inner(
         else:
             delta = tl.load(DELTA_ROW + rows)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
-        dsT = pT * (dpT - delta[None, :])
-        dk = tl.dot(dsT.to(q.dtype), q, dk, input_precision=DOT_PRECISION)
+        dsT = (pT * (dpT - delta[None, :])).to(q.dtype)
+        dk = tl.dot(dsT, q, dk, input_precision=DOT_PRECISION)
+        if ATOMIC_DQ:  # dQ_rows += dS K  (fp32; scaled by the launcher)
+            dq = tl.dot(tl.trans(dsT), k, input_precision=DOT_PRECISION)
+            if MASKED or BLOCK_D != HEAD_DIM:
+                tl.atomic_add(dq_ptrs, dq, sem="relaxed",
+                              mask=(rows[:, None] < N_Q) & (offs_d[None, :] < HEAD_DIM))
+            else:
+                tl.atomic_add(dq_ptrs, dq, sem="relaxed")
+            dq_ptrs += BLOCK_M * HEAD_DIM
         q_ptrs += BLOCK_M * stride_qn
         do_ptrs += BLOCK_M * stride_don
     return dk, dv
 
 
 @triton.jit(do_not_specialize=["N_BUCKET"])
-def _attn_bwd_dkdv(
-    Q, K, V, DO, LSE, DELTA, DK, DV, KEY_LENGTHS,
+def _attn_bwd_kv(
+    Q, K, V, DO, LSE, DELTA, DK, DV, DQ_ACC, KEY_LENGTHS,
     stride_qb, stride_qh, stride_qn,
     stride_kb, stride_kh, stride_kn,
     stride_vb, stride_vh, stride_vn,
@@ -401,11 +432,12 @@ def _attn_bwd_dkdv(
     stride_dvb, stride_dvh, stride_dvn,
     H, N_Q, N_K, N_BUCKET, qk_scale, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, DOT_PRECISION: tl.constexpr, ATOMIC_DQ: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """One program = one block of BLOCK_N keys: K, V stay in registers while query blocks stream
-    by. Padding keys (and keys nobody sees) get exact zeros."""
+    """One program = one block of BLOCK_N keys: K, V stay on chip while query blocks stream by.
+    Padding keys (and keys nobody sees) get exact zeros. With ``ATOMIC_DQ``, also adds the
+    unscaled dQ into ``DQ_ACC``, a zeroed contiguous fp32 ``(B, H, N_Q, HEAD_DIM)`` buffer."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
     off_b = pid_bh // H
@@ -413,19 +445,18 @@ def _attn_bwd_dkdv(
     kv_len = _key_length(KEY_LENGTHS, off_b, N_K, HAS_LENGTHS)
 
     start_n = pid_n * BLOCK_N
-    cols = start_n + tl.arange(0, BLOCK_N)
+    offs_n = tl.arange(0, BLOCK_N)
+    cols = start_n + offs_n
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    bq = off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh
-    bdo = off_b.to(tl.int64) * stride_dob + off_h.to(tl.int64) * stride_doh
-    q_ptrs = Q + bq + offs_m[:, None] * stride_qn + offs_d[None, :]
-    do_ptrs = DO + bdo + offs_m[:, None] * stride_don + offs_d[None, :]
-    k = _load_tile(K + off_b.to(tl.int64) * stride_kb + off_h.to(tl.int64) * stride_kh
-                   + cols[:, None] * stride_kn + offs_d[None, :],
-                   cols, kv_len, offs_d, HEAD_DIM, BLOCK_D, True)
-    v = _load_tile(V + off_b.to(tl.int64) * stride_vb + off_h.to(tl.int64) * stride_vh
-                   + cols[:, None] * stride_vn + offs_d[None, :],
-                   cols, kv_len, offs_d, HEAD_DIM, BLOCK_D, True)
+    q_ptrs = _tile_ptrs(Q, off_b, off_h, stride_qb, stride_qh, stride_qn, 0, offs_m, offs_d)
+    do_ptrs = _tile_ptrs(DO, off_b, off_h, stride_dob, stride_doh, stride_don, 0, offs_m, offs_d)
+    dq_ptrs = (DQ_ACC + pid_bh.to(tl.int64) * N_Q * HEAD_DIM
+               + offs_m[:, None] * HEAD_DIM + offs_d[None, :])
+    k = _load_tile(_tile_ptrs(K, off_b, off_h, stride_kb, stride_kh, stride_kn, start_n, offs_n,
+                              offs_d), cols, kv_len, offs_d, HEAD_DIM, BLOCK_D, True)
+    v = _load_tile(_tile_ptrs(V, off_b, off_h, stride_vb, stride_vh, stride_vn, start_n, offs_n,
+                              offs_d), cols, kv_len, offs_d, HEAD_DIM, BLOCK_D, True)
     LSE_ROW = LSE + pid_bh.to(tl.int64) * N_Q
     DELTA_ROW = DELTA + pid_bh.to(tl.int64) * N_Q
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
@@ -433,20 +464,22 @@ def _attn_bwd_dkdv(
 
     # masked diagonal / padded-key stage, unmasked bulk, masked ragged last query block
     lo, a_hi, q_full, c_lo, q_ceil = _query_range(start_n, kv_len, N_Q, CAUSAL, BLOCK_M, BLOCK_N)
-    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, LSE_ROW, DELTA_ROW, stride_qn,
-                             stride_don, lo, a_hi, cols, offs_m, offs_d, kv_len, N_Q, qk_scale,
-                             HEAD_DIM, BLOCK_D, BLOCK_M, True, CAUSAL, DOT_PRECISION)
-    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, LSE_ROW, DELTA_ROW, stride_qn,
-                             stride_don, a_hi, q_full, cols, offs_m, offs_d, kv_len, N_Q,
-                             qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, False, CAUSAL, DOT_PRECISION)
-    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, q_ptrs, do_ptrs, LSE_ROW, DELTA_ROW, stride_qn,
-                             stride_don, c_lo, q_ceil, cols, offs_m, offs_d, kv_len, N_Q,
-                             qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, True, CAUSAL, DOT_PRECISION)
+    dk, dv = _bwd_kv_inner(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, LSE_ROW, DELTA_ROW, stride_qn,
+                           stride_don, lo, a_hi, cols, offs_m, offs_d, kv_len, N_Q, qk_scale,
+                           HEAD_DIM, BLOCK_D, BLOCK_M, True, CAUSAL, DOT_PRECISION, ATOMIC_DQ)
+    dk, dv = _bwd_kv_inner(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, LSE_ROW, DELTA_ROW, stride_qn,
+                           stride_don, a_hi, q_full, cols, offs_m, offs_d, kv_len, N_Q,
+                           qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, False, CAUSAL, DOT_PRECISION,
+                           ATOMIC_DQ)
+    dk, dv = _bwd_kv_inner(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, LSE_ROW, DELTA_ROW, stride_qn,
+                           stride_don, c_lo, q_ceil, cols, offs_m, offs_d, kv_len, N_Q,
+                           qk_scale, HEAD_DIM, BLOCK_D, BLOCK_M, True, CAUSAL, DOT_PRECISION,
+                           ATOMIC_DQ)
 
-    dk_ptrs = (DK + off_b.to(tl.int64) * stride_dkb + off_h.to(tl.int64) * stride_dkh
-               + cols[:, None] * stride_dkn + offs_d[None, :])
-    dv_ptrs = (DV + off_b.to(tl.int64) * stride_dvb + off_h.to(tl.int64) * stride_dvh
-               + cols[:, None] * stride_dvn + offs_d[None, :])
+    dk_ptrs = _tile_ptrs(DK, off_b, off_h, stride_dkb, stride_dkh, stride_dkn, start_n, offs_n,
+                         offs_d)
+    dv_ptrs = _tile_ptrs(DV, off_b, off_h, stride_dvb, stride_dvh, stride_dvn, start_n, offs_n,
+                         offs_d)
     _store_tile(dk_ptrs, (dk * sm_scale).to(DK.dtype.element_ty), cols, N_K, offs_d, HEAD_DIM,
                 BLOCK_D)
     _store_tile(dv_ptrs, dv.to(DV.dtype.element_ty), cols, N_K, offs_d, HEAD_DIM, BLOCK_D)
@@ -460,8 +493,8 @@ def _bwd_dq_inner(
     MASKED: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     """Accumulate dQ of one query block over key blocks ``[lo, hi)``."""
-    k_ptrs += lo * stride_kn
-    v_ptrs += lo * stride_vn
+    k_ptrs += tl.cast(lo, tl.int64) * stride_kn
+    v_ptrs += tl.cast(lo, tl.int64) * stride_vn
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         k = _load_tile(k_ptrs, cols, kv_len, offs_d, HEAD_DIM, BLOCK_D, MASKED)
@@ -495,7 +528,8 @@ def _attn_bwd_dq(
     HAS_LENGTHS: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    """One program = one block of BLOCK_M queries; same key stages as the forward."""
+    """Deterministic dQ: one program = one block of BLOCK_M queries, same key stages as the
+    forward (used with ``_attn_bwd_kv(ATOMIC_DQ=False)``)."""
     pid_m = tl.program_id(0)
     if CAUSAL:
         pid_m = tl.num_programs(0) - 1 - pid_m
@@ -505,22 +539,19 @@ def _attn_bwd_dq(
     kv_len = _key_length(KEY_LENGTHS, off_b, N_K, HAS_LENGTHS)
 
     start_m = pid_m * BLOCK_M
-    offs_m = start_m + tl.arange(0, BLOCK_M)
+    rows = tl.arange(0, BLOCK_M)
+    offs_m = start_m + rows
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    q = _load_tile(Q + off_b.to(tl.int64) * stride_qb + off_h.to(tl.int64) * stride_qh
-                   + offs_m[:, None] * stride_qn + offs_d[None, :],
-                   offs_m, N_Q, offs_d, HEAD_DIM, BLOCK_D, True)
-    do = _load_tile(DO + off_b.to(tl.int64) * stride_dob + off_h.to(tl.int64) * stride_doh
-                    + offs_m[:, None] * stride_don + offs_d[None, :],
-                    offs_m, N_Q, offs_d, HEAD_DIM, BLOCK_D, True)
+    q = _load_tile(_tile_ptrs(Q, off_b, off_h, stride_qb, stride_qh, stride_qn, start_m, rows,
+                              offs_d), offs_m, N_Q, offs_d, HEAD_DIM, BLOCK_D, True)
+    do = _load_tile(_tile_ptrs(DO, off_b, off_h, stride_dob, stride_doh, stride_don, start_m,
+                               rows, offs_d), offs_m, N_Q, offs_d, HEAD_DIM, BLOCK_D, True)
     row_idx = pid_bh.to(tl.int64) * N_Q + offs_m
     lse2 = tl.load(LSE + row_idx, mask=offs_m < N_Q, other=0.0) * LOG2E
     delta = tl.load(DELTA + row_idx, mask=offs_m < N_Q, other=0.0)
-    k_ptrs = (K + off_b.to(tl.int64) * stride_kb + off_h.to(tl.int64) * stride_kh
-              + offs_n[:, None] * stride_kn + offs_d[None, :])
-    v_ptrs = (V + off_b.to(tl.int64) * stride_vb + off_h.to(tl.int64) * stride_vh
-              + offs_n[:, None] * stride_vn + offs_d[None, :])
+    k_ptrs = _tile_ptrs(K, off_b, off_h, stride_kb, stride_kh, stride_kn, 0, offs_n, offs_d)
+    v_ptrs = _tile_ptrs(V, off_b, off_h, stride_vb, stride_vh, stride_vn, 0, offs_n, offs_d)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     full_end, kv_end = _key_range(start_m, kv_len, CAUSAL, BLOCK_M, BLOCK_N)
@@ -530,7 +561,7 @@ def _attn_bwd_dq(
     dq = _bwd_dq_inner(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn,
                        full_end, kv_end, offs_m, offs_n, offs_d, kv_len, qk_scale,
                        HEAD_DIM, BLOCK_D, BLOCK_N, True, CAUSAL, DOT_PRECISION)
-    dq_ptrs = (DQ + off_b.to(tl.int64) * stride_dqb + off_h.to(tl.int64) * stride_dqh
-               + offs_m[:, None] * stride_dqn + offs_d[None, :])
+    dq_ptrs = _tile_ptrs(DQ, off_b, off_h, stride_dqb, stride_dqh, stride_dqn, start_m, rows,
+                         offs_d)
     _store_tile(dq_ptrs, (dq * sm_scale).to(DQ.dtype.element_ty), offs_m, N_Q, offs_d, HEAD_DIM,
                 BLOCK_D)
