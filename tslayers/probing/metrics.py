@@ -65,11 +65,15 @@ def auroc(y: np.ndarray, pred: np.ndarray, w: np.ndarray | None = None) -> np.nd
     (n, 1): P(score_pos > score_neg) + P(tie) / 2, for all weight rows at once (ties exact)."""
     score = pred.reshape(len(y), -1)[:, 0]
     ww = _w(w, len(y))
-    pos = (np.asarray(y) > 0).astype(np.float64)
-    uniq, inv = np.unique(score, return_inverse=True)
-    onehot = np.zeros((len(y), len(uniq)))
-    onehot[np.arange(len(y)), inv] = 1.0
-    wp, wn = (ww * pos) @ onehot, (ww * (1 - pos)) @ onehot  # (R, U) weight per score value
+    pos = np.asarray(y).reshape(-1) > 0
+    _, inv = np.unique(score, return_inverse=True)
+    u = inv.max() + 1 if len(inv) else 0
+    # weight of positives / negatives at each distinct score value, per replicate: (R, U)
+    offsets = (np.arange(len(ww)) * u)[:, None]
+    wp = np.bincount((offsets + inv[None]).ravel(), (ww * pos).ravel(),
+                     minlength=len(ww) * u).reshape(len(ww), u)
+    wn = np.bincount((offsets + inv[None]).ravel(), (ww * ~pos).ravel(),
+                     minlength=len(ww) * u).reshape(len(ww), u)
     below = np.cumsum(wn, axis=1) - wn  # negative weight strictly below each value
     num = (wp * (below + 0.5 * wn)).sum(1)
     den = wp.sum(1) * wn.sum(1)
