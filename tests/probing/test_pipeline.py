@@ -106,7 +106,7 @@ def test_optimum_is_computed_on_exactly_the_probed_rows_with_missing_values():
 def test_results_layout_controls_and_analysis(lgssm_result, tmp_path):
     ds = lgssm_result
     assert set(ds["model"].values) == {"enc", "enc/untrained", "enc/raw-window", "enc/permuted",
-                                       "enc/untrained/permuted", "enc/raw-window/permuted"}
+                                       "enc/untrained/permuted"}
     assert ds["score"].dims == ("model", "layer", "task", "metric", "seed", "split")
     assert ds["score_boot"].sizes["boot"] == 30
     for var in ("selected_layer", "gap", "gap_lo", "gap_hi", "vs_control", "pvalue"):

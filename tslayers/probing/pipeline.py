@@ -318,22 +318,20 @@ def probe(sources, data, config: ProbeConfig | None = None) -> xr.Dataset:
 
 def _extra_controls(entry: _Entry, problem: Problem, own: list[dict], cfg: ProbeConfig,
                     scorer: Scorer, sources: list, ctx: Context) -> list[dict]:
-    """Permuted-label refits (every fitted entry but the feature-engineering controls), the
-    MLP control (main sources only, on the layer selected on val) and the control task of
-    classification problems (selectivity)."""
+    """Permuted-label refits (main sources and their untrained twins, each under its own
+    name), the MLP control (main sources, on the layer selected on val) and the control task
+    of classification problems (selectivity; main sources)."""
     out = []
-    if "selectivity" in cfg.controls and not entry.name.endswith(("/periodogram",
-                                                                  "/minirocket")):
+    main = entry.source in sources
+    if "selectivity" in cfg.controls and main:
         ctl = control_task(problem, ctx, scorer.seed)
         if ctl is not None:
             out += scorer.records(entry.name, ctl, solve(ctl, cfg), pvalues=False)
     fitted = problem.kind in ("regress", "classify")
-    if "permuted" in cfg.controls and fitted and entry.source in sources or \
-            "permuted" in cfg.controls and fitted and entry.name.endswith(
-                ("/untrained", "/raw-window")):
+    if "permuted" in cfg.controls and fitted and (main or entry.name.endswith("/untrained")):
         perm = _permuted_problem(problem, scorer.seed)
         out += scorer.records(f"{entry.name}/permuted", perm, solve(perm, cfg))
-    if "mlp" in cfg.controls and fitted and entry.source in sources:
+    if "mlp" in cfg.controls and fitted and main:
         layer = _selected_layer(own, problem)
         if layer is not None:
             out += scorer.records(f"{entry.name}/mlp", problem,

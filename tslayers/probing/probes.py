@@ -309,7 +309,7 @@ class LogisticProbe:
     Features are held in memory: (L, n, d) pooled features of at most ``max_windows`` windows.
     """
 
-    def __init__(self, Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), *, max_iter: int = 500,
+    def __init__(self, Cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0), *, max_iter: int = 200,
                  tol: float = 1e-6):
         self.Cs = sorted(float(c) for c in Cs)
         self.max_iter = max_iter
@@ -429,12 +429,13 @@ def knn_propagate(
 # -------------------------------------------------------------------- MLP
 class MLPProbe:
     """One-hidden-layer MLP on train-standardised features, full-batch AdamW, early stopping
-    on the validation loss (the best epoch's weights are kept). ``kind``: ``regress`` (MSE on
-    train-standardised targets) or ``classify`` (cross-entropy)."""
+    on the validation loss (the best epoch's weights are kept; training stops after
+    ``patience`` epochs without improvement). ``kind``: ``regress`` (MSE on train-standardised
+    targets) or ``classify`` (cross-entropy)."""
 
     def __init__(self, kind: str, hidden: int = 128, epochs: int = 300, lr: float = 3e-3,
-                 weight_decay: float = 1e-3, seed: int = 0):
-        self.kind, self.hidden, self.epochs = kind, hidden, epochs
+                 weight_decay: float = 1e-3, seed: int = 0, patience: int = 20):
+        self.kind, self.hidden, self.epochs, self.patience = kind, hidden, epochs, patience
         self.lr, self.weight_decay, self.seed = lr, weight_decay, seed
 
     def fit(self, x: np.ndarray, y: np.ndarray, xv: np.ndarray, yv: np.ndarray,
@@ -454,7 +455,7 @@ class MLPProbe:
         xt, xvt = self._x(x), self._x(xv)
         yt, yvt = self._y(y), self._y(yv)
         loss_fn = torch.nn.functional.cross_entropy if classify else torch.nn.functional.mse_loss
-        best, state = float("inf"), None
+        best, state, since = float("inf"), None, 0
         for _ in range(self.epochs):
             opt.zero_grad()
             loss_fn(self.net(xt), yt).backward()
@@ -462,7 +463,9 @@ class MLPProbe:
             with torch.no_grad():
                 v = float(loss_fn(self.net(xvt), yvt))
             if v < best:
-                best, state = v, {k: t.clone() for k, t in self.net.state_dict().items()}
+                best, state, since = v, {k: t.clone() for k, t in self.net.state_dict().items()}, 0
+            elif (since := since + 1) >= self.patience:
+                break
         self.net.load_state_dict(state)
         return self
 

@@ -2,7 +2,7 @@
 
 Variables (``model`` names a source and its controls: ``<name>``, ``<name>/untrained``,
 ``<name>/raw-window``, ``<name>/periodogram``, ``<name>/minirocket``, ``<name>/mlp``,
-``<name>/permuted``, ``<name>/untrained/permuted``, ``<name>/raw-window/permuted``):
+``<name>/permuted``, ``<name>/untrained/permuted``):
 
 - ``score``, ``score_lo``, ``score_hi`` (model, layer, task, metric, seed, split): scores on
   the ``val`` and ``test`` series with percentile intervals from the bootstrap over series;
