@@ -81,3 +81,10 @@ def test_rerun_skips_and_damage_is_recomputed(study, capsys):
     out = capsys.readouterr().out
     assert "[4/7 probe contrastive-s0] previous output is damaged" in out
     assert read_results(run / "probe" / "contrastive-s0" / "results.nc") is not None
+
+
+def test_report_regenerates_the_same_markdown(study, tmp_path):
+    run, _ = study
+    assert main(["report", str(run / "report" / "results.nc"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text() == (run / "report" / "report.md").read_text()
+    assert "## Alignment" in (tmp_path / "report.md").read_text()

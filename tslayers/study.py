@@ -67,17 +67,11 @@ def _log(msg: str) -> None:
 
 def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
     """Run every stage that is not already done; return the report folder."""
-    from tslayers.objectives import load_objective
-    from tslayers.probing import merge_results, read_results, write_results
-    from tslayers.report import alignment_markdown, render_report
-    from tslayers.training import PretrainConfig, pretrain
-
-    from .model import TemporalEncoder
+    from tslayers.probing import merge_results, read_results
 
     out = Path(out_dir or config.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
-    base = {"data": to_dict(config.data), "encoder": to_dict(config.encoder)}
     n_stages = len(config.objectives) * len(config.seeds) * 2 + \
         len(config.align) * len(config.seeds) + 1
     step = 0
@@ -90,56 +84,65 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
     probe_files: dict[str, list[Path]] = {}
     for obj in config.objectives:
         for seed in config.seeds:
-            tag = f"{obj.name}-s{seed}"
-            train = dataclasses.replace(config.train, seed=seed)
-            pre_cfg = PretrainConfig(data=dataclasses.replace(config.data),
-                                     encoder=dataclasses.replace(config.encoder),
-                                     objective=obj, train=train, out=str(out / "pretrain" / tag))
-            pre_key = fingerprint({**base, "objective": to_dict(obj), "train": to_dict(train)})
-            pre_dir = out / "pretrain" / tag
-            run_stage(stage_name(f"pretrain {tag}"), pre_dir, pre_key,
-                      lambda d, c=pre_cfg: pretrain(c, out_dir=d), _log)
-
-            probe_cfg = dataclasses.replace(config.probe, seeds=[seed])
-            probe_key = fingerprint({"pretrain": pre_key, "probe": to_dict(probe_cfg),
-                                     "sources": to_dict(config.probe_data)})
-            probe_dir = out / "probe" / tag
-
-            def do_probe(d: Path, pre_dir=pre_dir, probe_cfg=probe_cfg, name=obj.name) -> None:
-                encoder = TemporalEncoder.from_pretrained(pre_dir).eval()
-                objective = load_objective(pre_dir / "objective", encoder.config)
-                write_results(probe_sources(encoder, config.probe_data, probe_cfg,
-                                            model_name=name, objective=objective),
-                              d / "results.nc")
-
-            run_stage(stage_name(f"probe {tag}"), probe_dir, probe_key, do_probe, _log)
-            probe_files.setdefault(obj.name, []).append(probe_dir / "results.nc")
-
+            probe_files.setdefault(obj.name, []).append(
+                _pretrain_and_probe(config, out, obj, seed, stage_name))
     probed = {name: merge_results([read_results(p) for p in paths])
               for name, paths in probe_files.items()}
-    align_files = []
-    for spec in config.align:
-        for seed in config.seeds:
-            align_files.append(_align_stage(spec, config, out, probed, probe_files, seed,
-                                            stage_name))
-
-    def do_report(d: Path) -> None:
-        results = merge_results([*probed.values(), *(read_results(p) for p in align_files)])
-        write_results(results, d / "results.nc")
-        summaries = {p.parent.name: json.loads((p.parent / "summary.json").read_text())
-                     for p in align_files}
-        atomic_write_text(d / "alignment.json", json.dumps(summaries, indent=2))
-        md = render_report(results, d)
-        if summaries:
-            with md.open("a") as f:
-                f.write("\n" + alignment_markdown(summaries))
-
+    align_files = [_align_stage(spec, config, out, probed, probe_files, seed, stage_name)
+                   for spec in config.align for seed in config.seeds]
     inputs = [p for paths in probe_files.values() for p in paths] + align_files
     report_key = fingerprint({"inputs": [str(p) for p in inputs],
                               "hashes": [_stage_hash(p.parent) for p in inputs]})
-    run_stage(stage_name("report"), out / "report", report_key, do_report, _log)
+    run_stage(stage_name("report"), out / "report", report_key,
+              lambda d: _report(d, list(probed.values()), align_files), _log)
     _log(f"report: {out / 'report' / 'report.md'}")
     return out / "report"
+
+
+def _pretrain_and_probe(config: StudyConfig, out: Path, obj, seed: int, stage_name) -> Path:
+    """The pretrain stage of one objective and seed, then its probe stage; the results path."""
+    from tslayers.objectives import load_objective
+    from tslayers.probing import write_results
+    from tslayers.training import PretrainConfig, pretrain
+
+    from .model import TemporalEncoder
+
+    tag = f"{obj.name}-s{seed}"
+    train = dataclasses.replace(config.train, seed=seed)
+    pre_dir = out / "pretrain" / tag
+    pre_cfg = PretrainConfig(data=dataclasses.replace(config.data),
+                             encoder=dataclasses.replace(config.encoder),
+                             objective=obj, train=train, out=str(pre_dir))
+    pre_key = fingerprint({"data": to_dict(config.data), "encoder": to_dict(config.encoder),
+                           "objective": to_dict(obj), "train": to_dict(train)})
+    run_stage(stage_name(f"pretrain {tag}"), pre_dir, pre_key,
+              lambda d: pretrain(pre_cfg, out_dir=d), _log)
+    probe_cfg = dataclasses.replace(config.probe, seeds=[seed])
+    probe_key = fingerprint({"pretrain": _stage_hash(pre_dir), "probe": to_dict(probe_cfg),
+                             "sources": to_dict(config.probe_data)})
+
+    def do_probe(d: Path) -> None:
+        encoder = TemporalEncoder.from_pretrained(pre_dir).eval()
+        objective = load_objective(pre_dir / "objective", encoder.config)
+        write_results(probe_sources(encoder, config.probe_data, probe_cfg, model_name=obj.name,
+                                    objective=objective), d / "results.nc")
+
+    run_stage(stage_name(f"probe {tag}"), out / "probe" / tag, probe_key, do_probe, _log)
+    return out / "probe" / tag / "results.nc"
+
+
+def _report(d: Path, probed: list, align_files: list[Path]) -> None:
+    """The merged results file, the alignment summaries and the report (markdown + figures)."""
+    from tslayers.probing import merge_results, read_results, write_results
+    from tslayers.report import render_report
+
+    results = merge_results([*probed, *(read_results(p) for p in align_files)])
+    write_results(results, d / "results.nc")
+    summaries = {p.parent.name: json.loads((p.parent / "summary.json").read_text())
+                 for p in align_files}
+    if summaries:
+        atomic_write_text(d / "alignment.json", json.dumps(summaries, indent=2))
+    render_report(results, d)
 
 
 def _stage_hash(directory: Path) -> str:

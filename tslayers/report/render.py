@@ -263,7 +263,12 @@ def _figures(ds: xr.Dataset, out: Path) -> list[Path]:
 
 
 def render_report(results: str | Path | xr.Dataset, out_dir: str | Path) -> Path:
-    """Write ``report.md``, ``layers.csv`` and PNG figures into ``out_dir``."""
+    """Write ``report.md``, ``layers.csv`` and PNG figures into ``out_dir``; with an
+    ``alignment.json`` there (written by the study), the alignment section too."""
+    import json
+
+    from .alignment import alignment_markdown
+
     ds = _load(results)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -271,6 +276,8 @@ def render_report(results: str | Path | xr.Dataset, out_dir: str | Path) -> Path
     figures = _figures(ds, out)
     if figures:
         text += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
+    if (out / "alignment.json").is_file():
+        text += "\n" + alignment_markdown(json.loads((out / "alignment.json").read_text()))
     md = atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "layers.csv", table.to_csv(index=False))
     return md
@@ -278,17 +285,15 @@ def render_report(results: str | Path | xr.Dataset, out_dir: str | Path) -> Path
 
 def report_command(args) -> int:
     """``tslayers report RESULTS [--out DIR]``: the report beside the results file (or in DIR),
-    with the alignment section when the folder holds ``alignment.json``."""
-    import json
+    with the alignment section when the results' folder holds ``alignment.json``."""
+    import shutil
 
     path = Path(args.results)
     out = Path(args.out) if getattr(args, "out", None) else path.parent
-    md = render_report(path, out)
+    out.mkdir(parents=True, exist_ok=True)
     summaries = path.parent / "alignment.json"
-    if summaries.is_file():
-        from .alignment import alignment_markdown
-
-        text = md.read_text() + "\n" + alignment_markdown(json.loads(summaries.read_text()))
-        atomic_write_text(md, text)
+    if summaries.is_file() and not (out / "alignment.json").exists():
+        shutil.copy(summaries, out / "alignment.json")
+    md = render_report(path, out)
     print(f"report written to {md}")
     return 0
