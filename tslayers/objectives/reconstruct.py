@@ -26,6 +26,8 @@ def masked_patch_mse(
 
 
 class ReconstructObjective(Objective):
+    uses_mask_token = True
+
     def __init__(self, config: ObjectiveConfig, encoder_config: EncoderConfig):
         super().__init__(config)
         e = encoder_config

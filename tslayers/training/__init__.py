@@ -21,7 +21,10 @@ _LAZY = {
     "ResumableLoader": "tslayers.training.loop",
     "EpochSampler": "tslayers.training.loop",
     "pretrain": "tslayers.training.pretraining",
-    "pretrain_command": "tslayers.training.pretraining",
+    "pretrain_command": "tslayers.training.command",
+    "can_resume": "tslayers.training.pretraining",
+    "Terminated": "tslayers.training.pretraining",
+    "DivergenceError": "tslayers.training.module",
     "export_pretrained": "tslayers.training.pretraining",
 }
 
