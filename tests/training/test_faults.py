@@ -145,3 +145,32 @@ def test_sigterm_exits_non_zero_and_leaves_a_resumable_checkpoint(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert _ckpt_step(last) == step + 2
+
+
+class Steps(L.Callback):
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.steps.append(trainer.global_step)
+
+
+def test_killed_study_pretrain_stage_continues_from_its_checkpoint(tmp_path):
+    """What ``tslayers run`` does per pretrain stage: the kill leaves the stage interrupted
+    (no _stage.json); the rerun resumes it in place instead of moving it aside."""
+    from tslayers.stages import fingerprint, run_stage, stage_status
+    from tslayers.training import can_resume
+
+    cfg = from_dict(PretrainConfig, tiny(resume="auto"))
+    d, key = tmp_path / "pretrain" / "reconstruct-s0", fingerprint({"cfg": 1})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_stage("pretrain", d, key, lambda d: pretrain(cfg, out_dir=d, callbacks=[Kill(5)]),
+                  log=print)
+    assert stage_status(d, key) == "interrupted" and can_resume(d, cfg)
+    assert not can_resume(d, from_dict(PretrainConfig, tiny()))  # resume not asked for
+    steps = Steps()
+    run_stage("pretrain", d, key, lambda d: pretrain(cfg, out_dir=d, callbacks=[steps]),
+              log=print, resumable=lambda d: can_resume(d, cfg))
+    assert steps.steps == [5, 6, 7, 8]  # continued after the step-4 checkpoint
+    assert stage_status(d, key) == "done"
+    assert [p.name for p in (tmp_path / "pretrain").iterdir()] == ["reconstruct-s0"]
