@@ -112,6 +112,28 @@ class EncoderOutput:
         return rearrange(t, "(b c) ... -> b c ...", c=self.patched.n_channels)
 
 
+FLAT_FLOOR = 1e-2  # scale floor, relative to the context's root-mean-square
+
+
+def instance_stats(x: torch.Tensor, observed: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (series, channel) ``loc`` and ``scale`` (B, 1, C) from observed values only.
+
+    ``loc`` is the mean and ``scale`` the standard deviation, floored at ``FLAT_FLOOR`` times
+    the root-mean-square of the observed values: a flat context (std 0) at level ``m`` gets
+    scale ``0.01 |m|``, so what follows it is measured relative to the series' own magnitude
+    instead of being multiplied by ~316 as an absolute ``sqrt(var + 1e-5)`` floor did. An
+    all-zero or unobserved context gets scale 1 (nothing to normalise). Call with float64
+    inputs (x zero where unobserved) so huge values do not overflow.
+    """
+    count = observed.sum(1, keepdim=True).clamp(min=1)
+    loc = x.sum(1, keepdim=True) / count
+    var = ((x - loc) ** 2 * observed).sum(1, keepdim=True) / count
+    rms = torch.sqrt((x**2 * observed).sum(1, keepdim=True) / count)
+    scale = torch.maximum(torch.sqrt(var), FLAT_FLOOR * rms)
+    return loc, torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
 def tap_name(layer: int) -> str:
     return "embed.out" if layer == 0 else f"blocks.{layer - 1}.out"
 
@@ -174,22 +196,21 @@ class TemporalEncoder(nn.Module):
             raise ValueError(
                 f"channel-mixing encoder was built for n_channels={c.n_channels}, got {ch} channels"
             )
-        x = x.float()
-        observed = ~torch.isnan(x)
+        observed = torch.isfinite(x)  # NaN and +-inf both count as missing
         if mask is not None:
             observed = observed & mask.bool()
-        obs_f = observed.float()
-        values = torch.where(observed, x, torch.zeros((), device=x.device))
+        # statistics in float64 (squares of values near 1e20 overflow float32); MPS has none
+        wide = torch.float32 if x.device.type == "mps" else torch.float64
+        x64 = torch.where(observed, x.to(wide), torch.zeros((), dtype=wide, device=x.device))
+        obs64 = observed.to(wide)
         if c.scaling:
-            count = obs_f.sum(1, keepdim=True)
-            loc = values.sum(1, keepdim=True) / count.clamp(min=1)
-            var = ((values - loc) ** 2 * obs_f).sum(1, keepdim=True) / count.clamp(min=1)
-            scale = torch.sqrt(var + 1e-5)  # constant series: scale = sqrt(eps), no division by 0
-            scale = torch.where(count > 0, scale, torch.ones_like(scale))
+            loc, scale = instance_stats(x64, obs64)
         else:
-            loc = torch.zeros(b, 1, ch, device=x.device)
-            scale = torch.ones(b, 1, ch, device=x.device)
-        values = (values - loc) / scale * obs_f
+            loc = torch.zeros(b, 1, ch, dtype=wide, device=x.device)
+            scale = torch.ones(b, 1, ch, dtype=wide, device=x.device)
+        values = ((x64 - loc) / scale * obs64).float()
+        obs_f = observed.float()
+        loc, scale = loc.float(), scale.float()
         pad = (self.n_patches(t) - 1) * c.stride + c.patch_len - t
         if pad:
             values = nn.functional.pad(values, (0, 0, pad, 0))
@@ -295,15 +316,13 @@ class TemporalEncoder(nn.Module):
         """Write ``config.json`` and ``model.safetensors`` (no pickles) into ``directory``."""
         from safetensors.torch import save_file
 
+        from tslayers.io import atomic_path, atomic_write
+
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = directory / (WEIGHTS_FILE + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "tslayers": "TemporalEncoder"})
-        tmp.replace(directory / WEIGHTS_FILE)
-        cfg_tmp = directory / (CONFIG_FILE + ".tmp")
-        cfg_tmp.write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
-        cfg_tmp.replace(directory / CONFIG_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "tslayers": "TemporalEncoder"})
+        atomic_write(directory / CONFIG_FILE, json.dumps(dataclasses.asdict(self.config), indent=2))
         return directory
 
     @classmethod
