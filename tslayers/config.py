@@ -24,6 +24,15 @@ class ConfigError(ValueError):
     """A config file or override that cannot be turned into the expected dataclass."""
 
 
+def check_ranges(section: str, obj: Any, rules: dict[str, tuple[bool, str]]) -> None:
+    """Raise ``ConfigError`` for the first ``field: (ok, expected)`` rule that fails, naming
+    the key, its value and the allowed range (so the message says how to fix it)."""
+    for key, (ok, expected) in rules.items():
+        if not ok:
+            raise ConfigError(f"{section}.{key}={getattr(obj, key)!r} is out of range: "
+                              f"{expected}")
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

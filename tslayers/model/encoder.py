@@ -58,18 +58,24 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.stride is None:
             self.stride = self.patch_len
-        checks = {
-            "patch_len": self.patch_len >= 1,
-            "stride": 1 <= self.stride,
-            "n_layers": self.n_layers >= 1,
-            "n_heads": self.n_heads >= 1,
-            "n_registers": self.n_registers >= 0,
-            "n_channels": self.n_channels >= 1,
-            "drop_path": 0.0 <= self.drop_path < 1.0,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ValueError(f"encoder.{key}={getattr(self, key)!r} is out of range")
+        from tslayers.config import check_ranges
+
+        heads_ok = self.n_heads >= 1 and self.d_model % self.n_heads == 0
+        check_ranges("encoder", self, {
+            "patch_len": (self.patch_len >= 1, "use a patch length >= 1"),
+            "stride": (self.stride >= 1, "use a stride >= 1 (or leave it empty = patch_len)"),
+            "d_model": (self.d_model >= 2, "use a width >= 2"),
+            "n_layers": (self.n_layers >= 1, "use at least 1 layer"),
+            "n_heads": (heads_ok and (self.d_model // self.n_heads) % 2 == 0,
+                        f"use a head count that splits d_model={self.d_model} into heads of "
+                        "even size (RoPE rotates pairs)"),
+            "mlp_ratio": (self.mlp_ratio > 0, "use a positive MLP width ratio, e.g. 4"),
+            "dropout": (0.0 <= self.dropout < 1.0, "use a rate in [0, 1)"),
+            "drop_path": (0.0 <= self.drop_path < 1.0, "use a rate in [0, 1)"),
+            "n_registers": (self.n_registers >= 0, "use 0 or more registers"),
+            "n_channels": (self.n_channels >= 1, "use 1 or more channels"),
+            "rope_base": (self.rope_base > 0, "use a positive base, e.g. 10000"),
+        })
         if self.attn_backend not in BACKENDS:
             raise ValueError(f"encoder.attn_backend must be one of {BACKENDS}")
 
