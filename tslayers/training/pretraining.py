@@ -1,5 +1,10 @@
 """``pretrain``: one config in, one run directory out; and the ``tslayers pretrain`` command.
 
+The run folder is locked while a run writes it (``tslayers.io.lock_output``); a folder that
+holds another run is refused unless the run is a compatible resume or ``--overwrite`` is given.
+SIGTERM or Ctrl-C saves ``checkpoints/last.ckpt`` and exits non-zero (143 for SIGTERM); a
+non-finite loss or weights stop training with the step named and the last good checkpoint kept.
+
 Run directory::
 
     config.yaml                 resolved config (n_channels filled in from the data)
@@ -57,7 +62,8 @@ class _CheckpointOnInterrupt(Callback):
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule,
                      exception: BaseException) -> None:
-        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.training:
+        fitting = trainer.state.fn == "fit"  # also mid-validation: weights are post-step
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and fitting:
             trainer.save_checkpoint(self.path)
             self.saved = True
 
@@ -245,13 +251,13 @@ def _pretrain(config: PretrainConfig, run_dir: Path, resume: str | Path | None,
     try:
         trainer.fit(module, train_dataloaders=train_loader,
                     val_dataloaders=data.val_dataloader(), ckpt_path=ckpt)
-    except SIGTERMException:
-        raise Terminated(
-            f"pretraining stopped by SIGTERM at step {trainer.global_step}; "
-            f"{'saved ' + str(last) if on_interrupt.saved else 'no checkpoint was written'}; "
-            "rerun the same command with train.resume=auto to continue") from None
-    trainer.save_checkpoint(last)  # the final state, whatever the step cadence
-    final = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+        trainer.save_checkpoint(last)  # the final state, whatever the step cadence
+        final = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+    except SIGTERMException:  # a SystemExit: left alone, the process would exit 0
+        saved = f"saved {last}" if last.is_file() else "no checkpoint was written"
+        raise Terminated(f"pretraining stopped by SIGTERM at step {trainer.global_step}; "
+                         f"{saved}; rerun the same command with train.resume=auto to "
+                         "continue") from None
     if trainer.is_global_zero:
         export_pretrained(last, config.encoder, config, run_dir)
         best = trainer.checkpoint_callback
