@@ -88,3 +88,18 @@ def test_second_writer_of_a_folder_gets_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("tslayers pretrain: error: output folder") and err.count("\n") == 1
     assert f"in use by pid {holder.pid}" in err
+
+
+@pytest.mark.parametrize("env, rank", [
+    ({}, 0), ({"RANK": "0", "LOCAL_RANK": "0"}, 0), ({"RANK": "3"}, 3),
+    ({"SLURM_PROCID": "1"}, 1), ({"LOCAL_RANK": "1"}, 1),
+    ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, 1_000_000),  # rank 0 of the second node
+])
+def test_launch_rank_leaves_bookkeeping_to_one_process(monkeypatch, env, rank):
+    from tslayers.io import launch_rank
+
+    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert launch_rank() == rank

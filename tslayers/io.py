@@ -87,15 +87,19 @@ def atomic_write(path: str | Path, data: str | bytes, encoding: str = "utf-8") -
 
 
 def launch_rank() -> int:
-    """This process's global rank as set by the launcher (torchrun, SLURM, Lightning's DDP
-    children), 0 when not launched as one of several processes. Known before any process
-    group exists, so bookkeeping (locks, moving folders aside) can be left to rank 0."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        value = os.environ.get(var)
-        if value not in (None, ""):
-            with contextlib.suppress(ValueError):
-                return int(value)
-    return 0
+    """0 for the process that keeps the books, > 0 for the other processes of a multi-process
+    launch (torchrun, SLURM, Lightning's DDP children, other nodes); the global rank when the
+    launcher gives one. Known before any process group exists, so locks and moving folders
+    aside can be left to one process."""
+    for var in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    local = os.environ.get("LOCAL_RANK", "")
+    node = os.environ.get("NODE_RANK", "") or os.environ.get("GROUP_RANK", "")
+    local_rank = int(local) if local.isdigit() else 0
+    node_rank = int(node) if node.isdigit() else 0
+    return node_rank * 1_000_000 + local_rank
 
 
 def _pid_alive(pid: int) -> bool:

@@ -93,6 +93,13 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
     assert _ckpt_step(tmp_path / "checkpoints" / "last.ckpt") == 2
 
 
+def test_non_finite_weights_before_validation_are_named_not_an_svd_error(tmp_path):
+    cfg = from_dict(PretrainConfig, tiny("contrastive", ckpt_every_n_steps=3))
+    with pytest.raises(DivergenceError, match=r"by step 4: validation embeddings are non-fin"):
+        pretrain(cfg, out_dir=tmp_path, callbacks=[Poison(at=4)])  # validation at step 4
+    assert _ckpt_step(tmp_path / "checkpoints" / "last.ckpt") == 3
+
+
 def test_pretrain_into_a_run_of_another_config_is_refused_unless_overwrite(tmp_path, capsys):
     path = save_config(from_dict(PretrainConfig, tiny(max_steps=2)), tmp_path / "c.yaml")
     out = tmp_path / "run"

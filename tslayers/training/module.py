@@ -118,6 +118,12 @@ class LitPretrainer(L.LightningModule):
         if not self._val_embeddings:
             return
         emb = torch.cat(self._val_embeddings)[: self.train_cfg.max_val_embeddings]
+        if not torch.isfinite(emb).all():  # else the rank's SVD fails with a cryptic message
+            raise DivergenceError(
+                f"training diverged by step {self.global_step}: validation embeddings are "
+                "non-finite (the weights hold NaN/inf); the last good checkpoint is kept "
+                "(checkpoints/last.ckpt). Lower train.lr or keep train.grad_clip > 0, then "
+                "resume with train.resume=auto")
         rank = effective_rank(emb)
         self.log("val/effective_rank", rank, sync_dist=True)
         threshold = self.train_cfg.collapse_rank_fraction * emb.shape[1]
