@@ -7,6 +7,7 @@ gradients): an independent check that DDP trains the same model, not just that i
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,10 +54,13 @@ def ddp_runs(tmp_path_factory):
     worker = out / "worker.py"
     worker.write_text(WORKER)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(worker), str(out), ",".join(OBJECTIVES), str(Path(__file__).parent)],
-        env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(worker), str(out), ",".join(OBJECTIVES), str(Path(__file__).parent)]
+    for _ in range(2):  # a free port can be taken between torchrun's choice and its use
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0 or not re.search(r"(?i)address already in use|EADDRINUSE",
+                                                 proc.stderr):
+            break
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
