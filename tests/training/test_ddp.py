@@ -54,15 +54,17 @@ def ddp_runs(tmp_path_factory):
     worker = out / "worker.py"
     worker.write_text(WORKER)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(worker), str(out), ",".join(OBJECTIVES), str(Path(__file__).parent)]
-    for _ in range(2):  # a free port can be taken between torchrun's choice and its use
+    for attempt in range(2):  # a free port can be taken between torchrun's choice and its use
+        runs = out / f"attempt{attempt}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", str(worker), str(runs), ",".join(OBJECTIVES),
+               str(Path(__file__).parent)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         if proc.returncode == 0 or not re.search(r"(?i)address already in use|EADDRINUSE",
                                                  proc.stderr):
             break
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return runs
 
 
 @pytest.mark.parametrize("name", OBJECTIVES)
