@@ -122,6 +122,10 @@ def test_pretrain_into_a_run_of_another_config_is_refused_unless_overwrite(tmp_p
     assert main(["pretrain", str(path), "encoder.d_model=32", "--out", str(out),
                  "--overwrite"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["encoder"]["d_model"] == 32
+    # a run that died before its first checkpoint has nothing to lose: it may start again
+    for p in [*(out / "checkpoints").iterdir(), *(out / "encoder").iterdir()]:
+        p.unlink()
+    assert main(["pretrain", str(path), "encoder.d_model=32", "--out", str(out)]) == 0
     aside = list(tmp_path.glob("run.overwritten-*"))
     assert len(aside) == 1 and (aside[0] / "encoder" / "model.safetensors").read_bytes() == before
 

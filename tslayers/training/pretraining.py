@@ -146,7 +146,9 @@ def _check_existing_run(run_dir: Path, new: dict[str, Any], resuming: bool,
                          f"{'; '.join(diffs[:4])}{'; ...' if len(diffs) > 4 else ''}); pass "
                          "--overwrite to replace it (the old run is moved aside) or choose "
                          "another --out")
-    if not resuming:
+    trained = [p for p in ("checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                           "encoder/model.safetensors") if (run_dir / p).is_file()]
+    if not resuming and trained:  # a run that died before its first checkpoint may restart
         raise ValueError(f"'{run_dir}' already holds a pretraining run of this config; continue "
                          "it with train.resume=auto, or pass --overwrite to start again")
 
