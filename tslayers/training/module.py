@@ -52,10 +52,14 @@ class LitPretrainer(L.LightningModule):
             self.save_hyperparameters({"config": config})
         self._val_embeddings: list[torch.Tensor] = []
 
+    def _resumable_loader(self) -> ResumableLoader | None:
+        loader = self.trainer.train_dataloader if self._trainer is not None else None
+        return loader if isinstance(loader, ResumableLoader) else None
+
     # ------------------------------------------------------------------ training
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        loader = self.trainer.train_dataloader
-        if isinstance(loader, ResumableLoader):
+        loader = self._resumable_loader()
+        if loader is not None:
             loader.mark()  # this batch counts as consumed once a checkpoint sees it
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -82,7 +86,12 @@ class LitPretrainer(L.LightningModule):
                 "train.resume=auto")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse to overwrite a good checkpoint with non-finite weights."""
+        """Record the data position (``pretrain`` restores it: Lightning skips restoring loader
+        states in ``max_epochs`` runs); refuse to overwrite a good checkpoint with non-finite
+        weights."""
+        loader = self._resumable_loader()
+        if loader is not None:
+            checkpoint["tslayers"] = {"batches_done": loader.done}
         bad = [k for k, v in checkpoint["state_dict"].items()
                if v.is_floating_point() and not torch.isfinite(v).all()]
         if bad:

@@ -170,8 +170,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def check_checkpoint(path: Path, module: L.LightningModule) -> None:
-    """Refuse, with a readable message, a checkpoint of another architecture or objective."""
+def check_checkpoint(path: Path, module: L.LightningModule) -> dict[str, Any]:
+    """Refuse, with a readable message, a checkpoint of another architecture or objective;
+    return the loaded checkpoint."""
     ckpt = load_checkpoint(path)
     state, own = ckpt.get("state_dict", {}), module.state_dict()
     bad = sorted(k for k in set(own) | set(state)
@@ -183,6 +184,7 @@ def check_checkpoint(path: Path, module: L.LightningModule) -> None:
             f"it was written for encoder={theirs.get('encoder')} objective="
             f"{(theirs.get('objective') or {}).get('name')}. Resume with the config it was "
             "trained with, or start a fresh run directory.")
+    return ckpt
 
 
 def export_pretrained(ckpt_path: Path, encoder_cfg: EncoderConfig, config: PretrainConfig,
@@ -241,8 +243,9 @@ def _pretrain(config: PretrainConfig, run_dir: Path, resume: str | Path | None,
     ckpt = resolve_resume(str(resume) if resume else cfg.resume, run_dir)
     if launch_rank() == 0:
         _check_existing_run(run_dir, to_dict(config), ckpt is not None, overwrite)
+    batches_done = None
     if ckpt is not None:
-        check_checkpoint(ckpt, module)
+        batches_done = check_checkpoint(ckpt, module).get("tslayers", {}).get("batches_done")
     if launch_rank() == 0:
         save_config(config, run_dir / "config.yaml")
 
@@ -250,6 +253,8 @@ def _pretrain(config: PretrainConfig, run_dir: Path, resume: str | Path | None,
     on_interrupt = _CheckpointOnInterrupt(last)
     trainer = build_trainer(cfg, run_dir, callbacks=[*(callbacks or []), on_interrupt])
     train_loader = ResumableLoader(data.train_dataloader(), seed=cfg.seed)
+    if batches_done is not None:  # Lightning does not restore it in max_epochs runs
+        train_loader.done = int(batches_done)
     try:
         trainer.fit(module, train_dataloaders=train_loader,
                     val_dataloaders=data.val_dataloader(), ckpt_path=ckpt)
