@@ -17,6 +17,9 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
     assert p.read_text() == "one"
     atomic_write(p, b"two")
     assert p.read_bytes() == b"two" and os.listdir(p.parent) == ["a.txt"]
+    plain = p.parent / "plain.txt"
+    plain.write_text("x")
+    assert p.stat().st_mode == plain.stat().st_mode  # not mkstemp's owner-only mode
 
 
 def test_a_failing_writer_leaves_the_old_file(tmp_path):

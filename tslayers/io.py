@@ -30,6 +30,16 @@ __all__ = ["atomic_write", "atomic_path", "lock_output", "CommandError", "Output
 LOCK_FILE = ".tslayers.lock"
 
 
+def _default_mode() -> int:
+    """What ``open(path, "w")`` would give a new file (mkstemp makes them owner-only)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_mode()  # read once, at import: os.umask is process-wide
+
+
 class CommandError(RuntimeError):
     """A failure the ``tslayers`` command reports as one line and exit status ``exit_code``
     (its message says what to do), rather than as a traceback."""
@@ -69,6 +79,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:  # the library may have closed without fsync
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

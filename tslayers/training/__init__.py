@@ -2,6 +2,7 @@
 
 ``loop`` (optimiser/schedule, Trainer, resumable data order) and ``module`` (LitPretrainer)
 import no data code; ``pretrain``/``PretrainConfig`` pull in the data module lazily.
+``pretrain_command`` (``command``) checks the config before Lightning is imported.
 """
 
 from __future__ import annotations
