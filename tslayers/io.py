@@ -137,6 +137,9 @@ def lock_output(directory: str | Path, command: str | None = None) -> Iterator[P
     Re-entrant within one process (a study locking a stage folder its pretrain also locks).
     Processes of rank > 0 (:func:`launch_rank`) skip the lock: rank 0 holds it for the job.
     Raises :class:`OutputLockedError` naming the holder when another live process has it.
+    A lock from a dead process on this host is replaced (two processes replacing the same
+    stale lock at the same instant could both proceed; a lock from another host is never
+    presumed dead, since its process cannot be checked from here).
     """
     directory = Path(directory)
     if launch_rank() != 0:
