@@ -22,16 +22,25 @@ from tslayers.training import PretrainConfig, pretrain
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVES = ["forecast", "reconstruct", "contrastive", "jepa"]
 
+# each objective as a study would run it: a pretrain stage on every rank, then a stage that
+# only rank 0 runs (like probing); the stage books are kept by rank 0 alone
 WORKER = '''
+import os
 import sys
 from pathlib import Path
 from tslayers.config import from_dict
+from tslayers.stages import run_stage
 from tslayers.training import PretrainConfig, pretrain
 sys.path.insert(0, sys.argv[3])
 from test_ddp import config
+out = Path(sys.argv[1])
 for name in sys.argv[2].split(","):
-    pretrain(from_dict(PretrainConfig, config(name, batch_size=8, devices=2, strategy="ddp")),
-             out_dir=Path(sys.argv[1]) / name)
+    cfg = from_dict(PretrainConfig, config(name, batch_size=8, devices=2, strategy="ddp"))
+    run_stage("pretrain", out / name, name, lambda d: pretrain(cfg, out_dir=d), all_ranks=True)
+    def after(d, name=name):
+        with open(d / "ran_by", "a") as f:
+            f.write(os.environ["RANK"] + "\\n")
+    run_stage("after", out / f"{name}-after", name, after)
 '''
 
 
@@ -69,7 +78,13 @@ def ddp_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_two_process_ddp_trains_every_objective(ddp_runs, name):
+    from tslayers.stages import stage_status
+
     run = ddp_runs / name
+    assert stage_status(run, name) == "done"
+    assert (ddp_runs / f"{name}-after" / "ran_by").read_text() == "0\n"  # rank 0 only
+    assert sorted(p.name for p in ddp_runs.iterdir() if p.name.startswith(name)) == [
+        name, f"{name}-after"]  # nothing moved aside as "damaged" by the other rank
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 2 and all(
         torch.isfinite(torch.tensor(v)) for v in metrics.values())
