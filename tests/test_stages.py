@@ -34,3 +34,72 @@ def test_half_written_stage_without_marker_is_damaged(tmp_path):
     (d / "partial.txt").write_text("x")
     assert stage_status(d, "k") == "damaged"
     assert stage_status(tmp_path / "absent", "k") == "missing"
+
+
+def _quiet(msg):
+    pass
+
+
+def test_interrupted_stage_is_resumed_in_place_when_it_can_resume(tmp_path):
+    d, key, calls = tmp_path / "stage", fingerprint({"lr": 1}), []
+
+    def crash(d):
+        (d / "checkpoint").write_text("step 4")
+        raise RuntimeError("killed")
+
+    try:
+        run_stage("s", d, key, crash, log=_quiet)
+    except RuntimeError:
+        pass
+    assert stage_status(d, key) == "interrupted"
+    assert stage_status(d, fingerprint({"lr": 2})) == "stale"
+
+    def resume(d):
+        calls.append((d / "checkpoint").read_text())  # sees what the killed run left
+        (d / "result").write_text("done")
+
+    assert run_stage("s", d, key, resume, log=_quiet,
+                     resumable=lambda d: (d / "checkpoint").is_file())
+    assert calls == ["step 4"] and stage_status(d, key) == "done"
+    assert not [p for p in tmp_path.iterdir() if p.name != "stage"]  # nothing moved aside
+    assert not (d / "_stage_started.json").exists()
+
+
+def test_interrupted_stage_that_cannot_resume_is_moved_aside(tmp_path):
+    d, key = tmp_path / "stage", fingerprint({"lr": 1})
+    try:
+        run_stage("s", d, key, lambda d: (d / "x").write_text("1") and 1 / 0, log=_quiet)
+    except ZeroDivisionError:
+        pass
+    assert run_stage("s", d, key, _work([]), log=_quiet, resumable=False)
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("stage.interrupted-")]
+    assert len(aside) == 1 and (aside[0] / "x").read_text() == "1"
+
+
+def test_other_ranks_never_move_or_mark(tmp_path, monkeypatch):
+    d, key = tmp_path / "stage", fingerprint({"lr": 1})
+    d.mkdir()
+    (d / "in-progress.txt").write_text("rank 0 is writing this")  # looks damaged
+    monkeypatch.setenv("RANK", "1")
+    ran = []
+    assert not run_stage("s", d, key, ran.append, log=_quiet)  # not all_ranks: rank 0's job
+    assert run_stage("s", d, key, ran.append, log=_quiet, all_ranks=True)
+    assert ran == [d] and (d / "in-progress.txt").is_file()
+    assert not (d / "_stage.json").exists() and list(tmp_path.iterdir()) == [d]
+
+
+def test_stage_inputs_hash_follows_file_contents(tmp_path):
+    from tslayers.stages import stage_inputs_hash
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "w.bin").write_bytes(b"1")
+    (tmp_path / "r.nc").write_bytes(b"a")
+    paths = [tmp_path / "run", tmp_path / "r.nc"]
+    h = stage_inputs_hash(paths)
+    (tmp_path / "run" / "_stage.json").write_text("{}")  # bookkeeping does not count
+    assert stage_inputs_hash(paths) == h
+    (tmp_path / "run" / "w.bin").write_bytes(b"2")  # e.g. a non-deterministic retrain
+    assert stage_inputs_hash(paths) != h
+    (tmp_path / "run" / "w.bin").write_bytes(b"1")
+    assert stage_inputs_hash(paths) == h
+    assert stage_inputs_hash(paths[::-1]) != h

@@ -63,17 +63,30 @@ def test_epoch_sampler_is_seeded_per_epoch_and_shards_ranks():
     assert list(EpochSampler(10, 1, 0, start=4)) == list(a)[4:]
 
 
-def test_resumable_loader_continues_after_the_consumed_batches():
-    loader = ResumableLoader(DataLoader(list(range(20)), batch_size=4), seed=3)
-    loader.set_epoch(2)
-    full = [b.tolist() for b in loader]
-    loader.mark(2)
-    state = loader.state_dict()
-    again = ResumableLoader(DataLoader(list(range(20)), batch_size=4), seed=3)
-    again.load_state_dict(state)
-    again.set_epoch(2)  # Lightning sets the same epoch again on resume: keep the position
-    assert [b.tolist() for b in again] == full[2:]
-    assert [b.tolist() for b in again] == full  # the next pass is a whole epoch
+def test_resumable_loader_order_is_a_function_of_batches_done_only():
+    """Order = (seed, epoch) permutation; epoch and position follow from the batch count, so
+    Lightning's epoch counter (one ahead after an end-of-epoch checkpoint) cannot shift it."""
+    data = list(range(20))  # 5 batches of 4 per epoch
+    reference = [EpochSampler(20, 3, e).indices() for e in range(3)]
+    expected = [reference[e][i:i + 4] for e in range(3) for i in range(0, 20, 4)]
+    for stop in (2, 5, 7, 10):  # mid-epoch, end of epoch 0, mid-epoch 1, end of epoch 1
+        loader = ResumableLoader(DataLoader(data, batch_size=4), seed=3)
+        seen = []
+        while len(seen) < stop:
+            for b in loader:
+                loader.mark()
+                seen.append(b.tolist())
+                if len(seen) == stop:
+                    break
+        again = ResumableLoader(DataLoader(data, batch_size=4), seed=3)
+        again.load_state_dict(loader.state_dict())
+        again.set_epoch(99)  # whatever Lightning says
+        rest = []
+        while len(seen) + len(rest) < 15:
+            for b in again:
+                again.mark()
+                rest.append(b.tolist())
+        assert seen + rest == expected, stop
     assert len(again) == 5
 
 

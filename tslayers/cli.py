@@ -56,7 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
                            help=f"YAML config{' (default: ' + default + ')' if default else ''}")
             p.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
             p.add_argument("--out", default=None, help="output folder (overrides the config)")
+            if name == "pretrain":
+                p.add_argument("--overwrite", action="store_true",
+                               help="replace a run of another config in the output folder (the "
+                                    "old run is moved aside)")
     return parser
+
+
+def _os_error_message(err: OSError) -> str:
+    """One line naming the path and what to do about it."""
+    path = err.filename or ""
+    reason = err.strerror or str(err)
+    hints = {PermissionError: "choose a folder you can write (--out) or fix its permissions",
+             NotADirectoryError: "a path component is a file; name a folder (--out)",
+             IsADirectoryError: "name a file, not a folder",
+             FileExistsError: "a file is in the way; name a folder (--out)"}
+    hint = next((h for t, h in hints.items() if isinstance(err, t)),
+                "check the path and free disk space")
+    where = f" '{path}'" if path else ""
+    return f"cannot use{where}: {reason}; {hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,11 +86,23 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, AttributeError) as err:
         print(f"tslayers {args.command}: not available in this build ({err}).", file=sys.stderr)
         return 2
+    from tslayers.io import CommandError
+
+    def fail(message: str, code: int = 1) -> int:
+        print(f"tslayers {args.command}: error: {' '.join(str(message).split())}",
+              file=sys.stderr)
+        return code
+
     try:
         return int(func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # ConfigError is a ValueError
-        print(f"tslayers {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    except CommandError as err:  # locked output, divergence, SIGTERM (exit 143)
+        return fail(str(err), err.exit_code)
+    except FileNotFoundError as err:
+        return fail(str(err) if not err.filename else _os_error_message(err))
+    except OSError as err:
+        return fail(_os_error_message(err))
+    except (ValueError, KeyError) as err:  # ConfigError and DataError are ValueErrors
+        return fail(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -24,6 +24,15 @@ class ConfigError(ValueError):
     """A config file or override that cannot be turned into the expected dataclass."""
 
 
+def check_ranges(section: str, obj: Any, rules: dict[str, tuple[bool, str]]) -> None:
+    """Raise ``ConfigError`` for the first ``field: (ok, expected)`` rule that fails, naming
+    the key, its value and the allowed range (so the message says how to fix it)."""
+    for key, (ok, expected) in rules.items():
+        if not ok:
+            raise ConfigError(f"{section}.{key}={getattr(obj, key)!r} is out of range: "
+                              f"{expected}")
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
@@ -128,7 +137,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"override '{item}': the value is not valid YAML; quote it "
+                              "(key='text')") from None
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -139,27 +152,64 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise ConfigError(f"duplicate key '{key}' at line {mark.line + 1}, column "
+                                  f"{mark.column + 1} (first at line {seen[key] + 1}); "
+                                  "keep only one")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; syntax errors name the line and column, and empty files,
+    non-mappings and duplicate keys are refused (they would silently mean something else)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file '{path}' {what}; pass a YAML file such as "
+                          "configs/quickstart.yaml")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file '{path}': {err}") from None
+    try:
+        loaded = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as err:
+        raise ConfigError(f"config file '{path}': {err}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}; fix the "
+                          "file (indentation, quoting, a missing ':')") from None
+    if loaded is None:
+        raise ConfigError(f"config file '{path}' is empty; write the settings you want (see "
+                          "configs/quickstart.yaml), or pass no file for the defaults")
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping (key: value lines) at the "
+                          f"top level, got {type(loaded).__name__}")
+    return loaded
+
+
 def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
     """Read YAML at ``path`` (or start empty), apply overrides, build ``cls`` strictly."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist; pass a YAML file such as "
-                              "configs/quickstart.yaml")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
-        data = loaded or {}
+        data = read_yaml(path)
     apply_overrides(data, overrides or [])
     return from_dict(cls, data)
 
 
 def save_config(obj: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically) so a run can be reproduced from it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
-    tmp.replace(path)
-    return path
+    from tslayers.io import atomic_write
+
+    return atomic_write(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False))

@@ -23,7 +23,7 @@ from typing import Any
 from tslayers.align.run import AlignConfig
 from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig
-from tslayers.io import atomic_write_text
+from tslayers.io import atomic_write
 from tslayers.model import EncoderConfig
 from tslayers.objectives import ObjectiveConfig
 from tslayers.probing import ProbeConfig, ProbeSource, probe_sources
@@ -141,7 +141,7 @@ def _report(d: Path, probed: list, align_files: list[Path]) -> None:
     summaries = {p.parent.name: json.loads((p.parent / "summary.json").read_text())
                  for p in align_files}
     if summaries:
-        atomic_write_text(d / "alignment.json", json.dumps(summaries, indent=2))
+        atomic_write(d / "alignment.json", json.dumps(summaries, indent=2))
     render_report(results, d)
 
 

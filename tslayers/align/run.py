@@ -20,7 +20,7 @@ import xarray as xr
 
 from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig, SeriesDataModule
-from tslayers.io import atomic_path, atomic_write_text
+from tslayers.io import atomic_path, atomic_write
 from tslayers.model import EncoderConfig, TemporalEncoder
 from tslayers.probing import ProbeConfig, ProbeSource
 from tslayers.training import TrainConfig, build_trainer, configure_adamw_cosine
@@ -203,7 +203,7 @@ def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
     results.attrs["alignment"] = json.dumps({**summary, "before": name, "after": after_name})
     write_results(results, out / "results.nc")
     summary.update(alignment_summary(results, name, after_name, config.target_task))
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     return out
 
 
@@ -234,7 +234,7 @@ def _save_head(aligner: ForecastAligner, directory: Path) -> None:
     state |= {f"decoder.{k}": v.contiguous() for k, v in aligner.decoder.state_dict().items()}
     with atomic_path(directory / "head.safetensors") as tmp:
         save_file(state, str(tmp))
-    atomic_write_text(directory / "config.json", json.dumps(to_dict(aligner.head_config),
+    atomic_write(directory / "config.json", json.dumps(to_dict(aligner.head_config),
                                                             indent=2))
 
 

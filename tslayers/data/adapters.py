@@ -45,6 +45,11 @@ def _encode_labels(labels: Sequence[Any] | np.ndarray, classes: Sequence[Any] | 
     raw = np.asarray(labels)
     if raw.ndim != 1:
         raise DataError(f"labels must be one value per series, got shape {raw.shape}")
+    missing = np.flatnonzero(pd.isna(pd.Series(raw, dtype=object)).to_numpy())
+    if len(missing):  # would otherwise become classes "nan" / "None"
+        raise DataError(f"{len(missing)} series have no label (None/NaN), e.g. series index "
+                        f"{missing[:5].tolist()}; give every series a label or drop the "
+                        "unlabelled series before loading")
     if classes is None:
         uniq = pd.unique(raw.astype(str))
         try:
@@ -69,6 +74,20 @@ def _pad(series: list[np.ndarray]) -> np.ndarray:
     for i, s in enumerate(series):
         out[i, : s.shape[0]] = s
     return out
+
+
+def _numeric(frame: pd.DataFrame, where: str, times: Any = None) -> np.ndarray:
+    """Columns as float32, refusing cells that are present but not numbers: coercing them to
+    NaN would silently turn a typo into a missing value. ``times`` labels the rows."""
+    num = frame.apply(pd.to_numeric, errors="coerce")
+    bad = num.isna().to_numpy() & frame.notna().to_numpy()
+    if bad.any():
+        row, col = (int(i[0]) for i in np.nonzero(bad))
+        label = (times if times is not None else frame.index)[row]
+        raise DataError(f"{where}: column '{frame.columns[col]}' holds the non-numeric value "
+                        f"{frame.iat[row, col]!r} at time {label} ({int(bad.sum())} such cells);"
+                        " fix or blank those cells (empty/NaN = missing)")
+    return num.to_numpy(dtype=np.float32)
 
 
 def _as_series_list(x: Any, layout: str) -> list[np.ndarray]:
@@ -176,7 +195,11 @@ def from_pandas(
     if isinstance(df, pd.Series):
         df = df.to_frame(name=df.name or "value")
     if format == "wide":
-        values = df.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float32).T
+        if df.index.has_duplicates:
+            dup = df.index[df.index.duplicated()][0]
+            raise DataError(f"{name}: time {dup} appears more than once in the index; a wide "
+                            "frame needs one row per time step (aggregate or drop duplicates)")
+        values = _numeric(df, name).T
         start = None
         if isinstance(df.index, pd.DatetimeIndex):
             start = np.repeat(df.index[0].to_datetime64(), values.shape[0])
@@ -197,14 +220,26 @@ def from_pandas(
         skip = {id_col, time_col, label_col}
         value_cols = [c for c in df.columns if c not in skip
                       and pd.api.types.is_numeric_dtype(df[c])]
+        for c in df.columns:  # a numeric column spoiled by a few strings is not metadata
+            if c not in skip and c not in value_cols:
+                col = df[c].dropna()
+                if len(col) and pd.to_numeric(col, errors="coerce").notna().mean() > 0.5:
+                    _numeric(df[[c]], name)  # raises, naming the cell
     value_cols = [value_cols] if isinstance(value_cols, str) else list(value_cols)
     if not value_cols:
         raise DataError("long frame has no numeric value columns; pass value_cols=[...]")
     if time_col is not None:
+        dup = df.duplicated([id_col, time_col])
+        if dup.any():
+            first = df[dup].iloc[0]
+            raise DataError(f"{name}: series '{first[id_col]}' has time {first[time_col]} more "
+                            f"than once ({int(dup.sum())} duplicate rows); keep one row per "
+                            "(series, time), e.g. df.drop_duplicates([id, time]) or aggregate")
         df = df.sort_values([id_col, time_col], kind="stable")
     groups = list(df.groupby(id_col, sort=False))
-    series = [g[value_cols].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
-              for _, g in groups]
+    series = [_numeric(g[value_cols], f"{name}: series '{k}'",
+                       g[time_col].to_numpy() if time_col is not None else None)
+              for k, g in groups]
     labels = None
     if label_col is not None:
         per = [g[label_col].unique() for _, g in groups]

@@ -19,6 +19,7 @@ known. Everything is kept netCDF-serialisable (no dict attributes, no None).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -130,9 +131,13 @@ def validate_dataset(ds: xr.Dataset, *, drop_empty: bool = False, where: str = "
     if ds["obs"].dtype != np.float32:
         ds = ds.assign(obs=ds["obs"].astype(np.float32))
     obs = ds["obs"].values
-    if np.isinf(obs).any():
-        raise DataError(f"{name}: obs contains +-inf values; replace them with NaN (missing) or "
-                        "finite numbers.")
+    inf = np.isinf(obs)
+    if inf.any():  # +-inf is no measurement: treat it as missing, and say so
+        s, t, c = (int(i[0]) for i in np.nonzero(inf))
+        warnings.warn(f"{name}: {int(inf.sum())} +-inf values in obs are treated as missing "
+                      f"(first at series {s}, time {t}, channel {c})", stacklevel=2)
+        ds = ds.assign(obs=ds["obs"].where(~inf))
+        obs = ds["obs"].values
     empty = ~np.isfinite(obs).any(axis=(1, 2))
     if empty.any():
         idx = np.flatnonzero(empty)

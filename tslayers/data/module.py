@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from tslayers.data.config import DataConfig
 from tslayers.data.core import DataError, validate_dataset
-from tslayers.data.registry import load_dataset
+from tslayers.data.registry import _looks_like_path, load_dataset
 from tslayers.data.windows import WindowDataset, collate_windows, split_series, split_time
 
 __all__ = ["DataConfig", "SeriesDataModule"]
@@ -76,7 +76,10 @@ class SeriesDataModule(pl.LightningDataModule):
         if self.dataset is not None:
             return
         cfg = self.config
-        ds = self._dataset if self._dataset is not None else load_dataset(cfg.name, **cfg.params)
+        params = dict(cfg.params)
+        if cfg.drop_empty and _looks_like_path(cfg.name):  # file loaders validate on reading
+            params.setdefault("drop_empty", True)
+        ds = self._dataset if self._dataset is not None else load_dataset(cfg.name, **params)
         ds = validate_dataset(ds, drop_empty=cfg.drop_empty)
         if cfg.require_label and "label" not in ds:
             raise DataError(f"dataset '{ds.attrs.get('name', cfg.name)}' has no 'label' but "

@@ -58,18 +58,24 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.stride is None:
             self.stride = self.patch_len
-        checks = {
-            "patch_len": self.patch_len >= 1,
-            "stride": 1 <= self.stride,
-            "n_layers": self.n_layers >= 1,
-            "n_heads": self.n_heads >= 1,
-            "n_registers": self.n_registers >= 0,
-            "n_channels": self.n_channels >= 1,
-            "drop_path": 0.0 <= self.drop_path < 1.0,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ValueError(f"encoder.{key}={getattr(self, key)!r} is out of range")
+        from tslayers.config import check_ranges
+
+        heads_ok = self.n_heads >= 1 and self.d_model % self.n_heads == 0
+        check_ranges("encoder", self, {
+            "patch_len": (self.patch_len >= 1, "use a patch length >= 1"),
+            "stride": (self.stride >= 1, "use a stride >= 1 (or leave it empty = patch_len)"),
+            "d_model": (self.d_model >= 2, "use a width >= 2"),
+            "n_layers": (self.n_layers >= 1, "use at least 1 layer"),
+            "n_heads": (heads_ok and (self.d_model // self.n_heads) % 2 == 0,
+                        f"use a head count that splits d_model={self.d_model} into heads of "
+                        "even size (RoPE rotates pairs)"),
+            "mlp_ratio": (self.mlp_ratio > 0, "use a positive MLP width ratio, e.g. 4"),
+            "dropout": (0.0 <= self.dropout < 1.0, "use a rate in [0, 1)"),
+            "drop_path": (0.0 <= self.drop_path < 1.0, "use a rate in [0, 1)"),
+            "n_registers": (self.n_registers >= 0, "use 0 or more registers"),
+            "n_channels": (self.n_channels >= 1, "use 1 or more channels"),
+            "rope_base": (self.rope_base > 0, "use a positive base, e.g. 10000"),
+        })
         if self.attn_backend not in BACKENDS:
             raise ValueError(f"encoder.attn_backend must be one of {BACKENDS}")
 
@@ -108,6 +114,28 @@ class EncoderOutput:
     def per_channel(self, t: torch.Tensor) -> torch.Tensor:
         """Regroup a (B*C, ...) channel-independent tensor as (B, C, ...)."""
         return rearrange(t, "(b c) ... -> b c ...", c=self.patched.n_channels)
+
+
+FLAT_FLOOR = 1e-2  # scale floor, relative to the context's root-mean-square
+
+
+def instance_stats(x: torch.Tensor, observed: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (series, channel) ``loc`` and ``scale`` (B, 1, C) from observed values only.
+
+    ``loc`` is the mean and ``scale`` the standard deviation, floored at ``FLAT_FLOOR`` times
+    the root-mean-square of the observed values: a flat context (std 0) at level ``m`` gets
+    scale ``0.01 |m|``, so what follows it is measured relative to the series' own magnitude
+    instead of being multiplied by ~316 as an absolute ``sqrt(var + 1e-5)`` floor did. An
+    all-zero or unobserved context gets scale 1 (nothing to normalise). Call with float64
+    inputs (x zero where unobserved) so huge values do not overflow.
+    """
+    count = observed.sum(1, keepdim=True).clamp(min=1)
+    loc = x.sum(1, keepdim=True) / count
+    var = ((x - loc) ** 2 * observed).sum(1, keepdim=True) / count
+    rms = torch.sqrt((x**2 * observed).sum(1, keepdim=True) / count)
+    scale = torch.maximum(torch.sqrt(var), FLAT_FLOOR * rms)
+    return loc, torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
 def tap_name(layer: int) -> str:
@@ -179,22 +207,21 @@ class TemporalEncoder(nn.Module):
             raise ValueError(
                 f"channel-mixing encoder was built for n_channels={c.n_channels}, got {ch} channels"
             )
-        x = x.float()
-        observed = ~torch.isnan(x)
+        observed = torch.isfinite(x)  # NaN and +-inf both count as missing
         if mask is not None:
             observed = observed & mask.bool()
-        obs_f = observed.float()
-        values = torch.where(observed, x, torch.zeros((), device=x.device))
+        # statistics in float64 (squares of values near 1e20 overflow float32); MPS has none
+        wide = torch.float32 if x.device.type == "mps" else torch.float64
+        x64 = torch.where(observed, x.to(wide), torch.zeros((), dtype=wide, device=x.device))
+        obs64 = observed.to(wide)
         if c.scaling:
-            count = obs_f.sum(1, keepdim=True)
-            loc = values.sum(1, keepdim=True) / count.clamp(min=1)
-            var = ((values - loc) ** 2 * obs_f).sum(1, keepdim=True) / count.clamp(min=1)
-            scale = torch.sqrt(var + 1e-5)  # constant series: scale = sqrt(eps), no division by 0
-            scale = torch.where(count > 0, scale, torch.ones_like(scale))
+            loc, scale = instance_stats(x64, obs64)
         else:
-            loc = torch.zeros(b, 1, ch, device=x.device)
-            scale = torch.ones(b, 1, ch, device=x.device)
-        values = (values - loc) / scale * obs_f
+            loc = torch.zeros(b, 1, ch, dtype=wide, device=x.device)
+            scale = torch.ones(b, 1, ch, dtype=wide, device=x.device)
+        values = ((x64 - loc) / scale * obs64).float()
+        obs_f = observed.float()
+        loc, scale = loc.float(), scale.float()
         pad = (self.n_patches(t) - 1) * c.stride + c.patch_len - t
         if pad:
             values = nn.functional.pad(values, (0, 0, pad, 0))
@@ -274,15 +301,13 @@ class TemporalEncoder(nn.Module):
         """Write ``config.json`` and ``model.safetensors`` (no pickles) into ``directory``."""
         from safetensors.torch import save_file
 
+        from tslayers.io import atomic_path, atomic_write
+
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = directory / (WEIGHTS_FILE + ".tmp")
-        save_file(state, str(tmp), metadata={"format": "pt", "tslayers": "TemporalEncoder"})
-        tmp.replace(directory / WEIGHTS_FILE)
-        cfg_tmp = directory / (CONFIG_FILE + ".tmp")
-        cfg_tmp.write_text(json.dumps(dataclasses.asdict(self.config), indent=2))
-        cfg_tmp.replace(directory / CONFIG_FILE)
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "tslayers": "TemporalEncoder"})
+        atomic_write(directory / CONFIG_FILE, json.dumps(dataclasses.asdict(self.config), indent=2))
         return directory
 
     @classmethod

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tslayers.io import atomic_path, atomic_write_text
+from tslayers.io import atomic_path, atomic_write
 from tslayers.model import EncoderConfig
 
 from .base import (
@@ -73,7 +73,7 @@ def save_objective(objective: Objective, directory: str | Path) -> Path:
     state = {k: v.detach().contiguous().cpu() for k, v in objective.state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"tslayers": "Objective"})
-    atomic_write_text(directory / CONFIG_FILE,
+    atomic_write(directory / CONFIG_FILE,
                       json.dumps(dataclasses.asdict(objective.config), indent=2))
     return directory
 

@@ -113,6 +113,7 @@ class Objective(nn.Module):
 
     config: ObjectiveConfig
     monitors_collapse: bool = False  # warn when the pooled embeddings' effective rank drops
+    uses_mask_token: bool = False  # calls the encoder with a patch_mask (needs its mask token)
 
     def __init__(self, config: ObjectiveConfig):
         super().__init__()

@@ -74,8 +74,8 @@ class ForecastObjective(Objective):
         out = encoder(batch["x"])
         pred = self.scaled(out.tokens, out.patched.n_channels)  # (B, H, C, Q)
         target = (future - out.patched.loc) / out.patched.scale
-        observed = ~torch.isnan(target)
-        target = torch.nan_to_num(target)
+        observed = torch.isfinite(target)  # +-inf is missing, as in the encoder's input
+        target = torch.where(observed, target, torch.zeros_like(target))
         w = observed.float()
         n = w.sum().clamp(min=1)
         point = pred[..., self.point_index]

@@ -65,6 +65,7 @@ def ema_momentum(progress: float, start: float, end: float) -> float:
 @register_objective("jepa")
 class JEPAObjective(Objective):
     monitors_collapse = True
+    uses_mask_token = True
 
     def __init__(self, config: ObjectiveConfig, encoder_config: EncoderConfig):
         super().__init__(config)

@@ -34,6 +34,8 @@ def masked_patch_mse(
 
 @register_objective("reconstruct")
 class ReconstructObjective(Objective):
+    uses_mask_token = True
+
     def __init__(self, config: ObjectiveConfig, encoder_config: EncoderConfig):
         super().__init__(config)
         e = encoder_config

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from tslayers.io import atomic_write_text
+from tslayers.io import atomic_write
 from tslayers.probing.analysis import (
     base_models,
     layer_table,
@@ -278,8 +278,8 @@ def render_report(results: str | Path | xr.Dataset, out_dir: str | Path) -> Path
         text += "\n## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in figures) + "\n"
     if (out / "alignment.json").is_file():
         text += "\n" + alignment_markdown(json.loads((out / "alignment.json").read_text()))
-    md = atomic_write_text(out / "report.md", text)
-    atomic_write_text(out / "layers.csv", table.to_csv(index=False))
+    md = atomic_write(out / "report.md", text)
+    atomic_write(out / "layers.csv", table.to_csv(index=False))
     return md
 
 

@@ -2,6 +2,7 @@
 
 ``loop`` (optimiser/schedule, Trainer, resumable data order) and ``module`` (LitPretrainer)
 import no data code; ``pretrain``/``PretrainConfig`` pull in the data module lazily.
+``pretrain_command`` (``command``) checks the config before Lightning is imported.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ _LAZY = {
     "ResumableLoader": "tslayers.training.loop",
     "EpochSampler": "tslayers.training.loop",
     "pretrain": "tslayers.training.pretraining",
-    "pretrain_command": "tslayers.training.pretraining",
+    "pretrain_command": "tslayers.training.command",
+    "can_resume": "tslayers.training.pretraining",
+    "Terminated": "tslayers.training.pretraining",
+    "DivergenceError": "tslayers.training.module",
     "export_pretrained": "tslayers.training.pretraining",
 }
 

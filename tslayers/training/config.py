@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from tslayers.data.config import DataConfig
@@ -56,19 +57,35 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"train.precision='{self.precision}': choose one of "
                              f"{', '.join(PRECISIONS)}")
-        checks = {
-            "lr": self.lr > 0,
-            "warmup_steps": self.warmup_steps >= 0,
-            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
-            "grad_clip": self.grad_clip >= 0,
-            "val_check_interval": self.val_check_interval >= 1,
-            "ckpt_every_n_steps": self.ckpt_every_n_steps >= 1,
-            "log_every_n_steps": self.log_every_n_steps >= 1,
-            "accumulate_grad_batches": self.accumulate_grad_batches >= 1,
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ValueError(f"train.{key}={getattr(self, key)!r} is out of range")
+        from tslayers.config import check_ranges
+
+        devices_ok = (self.devices == "auto" or (isinstance(self.devices, int)
+                                                 and (self.devices >= 1 or self.devices == -1))
+                      or isinstance(self.devices, str))
+        check_ranges("train", self, {
+            "max_steps": (self.max_steps == -1 or self.max_steps >= 1,
+                          "use a step count >= 1, or -1 to stop by max_epochs/max_time"),
+            "max_epochs": (self.max_epochs == -1 or self.max_epochs >= 1,
+                           "use an epoch count >= 1, or -1 for no epoch limit"),
+            "lr": (math.isfinite(self.lr) and self.lr > 0, "use a positive learning rate"),
+            "weight_decay": (self.weight_decay >= 0, "use a weight decay >= 0"),
+            "betas": (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+                      "use two AdamW betas in [0, 1), e.g. [0.9, 0.95]"),
+            "warmup_steps": (self.warmup_steps >= 0, "use 0 or more warmup steps"),
+            "min_lr_ratio": (0 <= self.min_lr_ratio <= 1, "use a ratio in [0, 1]"),
+            "grad_clip": (self.grad_clip >= 0, "use a norm >= 0 (0 switches clipping off)"),
+            "val_check_interval": (self.val_check_interval >= 1, "use a step count >= 1"),
+            "ckpt_every_n_steps": (self.ckpt_every_n_steps >= 1, "use a step count >= 1"),
+            "log_every_n_steps": (self.log_every_n_steps >= 1, "use a step count >= 1"),
+            "accumulate_grad_batches": (self.accumulate_grad_batches >= 1, "use 1 or more"),
+            "num_nodes": (self.num_nodes >= 1, "use 1 or more nodes"),
+            "devices": (devices_ok, "use a device count >= 1, -1 (all) or \"auto\""),
+            "limit_val_batches": (self.limit_val_batches is None or self.limit_val_batches >= 1,
+                                  "use a batch count >= 1, or leave it empty for all"),
+            "collapse_rank_fraction": (0 <= self.collapse_rank_fraction <= 1,
+                                       "use a fraction in [0, 1]"),
+            "max_val_embeddings": (self.max_val_embeddings >= 2, "use 2 or more"),
+        })
 
 
 @dataclass

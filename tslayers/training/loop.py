@@ -165,46 +165,51 @@ def _rank_world() -> tuple[int, int]:
 
 class ResumableLoader:
     """A training loader whose order is a function of (seed, epoch) and whose position is
-    saved in checkpoints, so a resumed run continues mid-epoch on the very next batch.
+    saved in checkpoints, so a resumed run continues on exactly the batch it would have seen.
 
-    Wraps a map-style ``DataLoader`` (its dataset, batch size, collate function and workers
-    are reused); Lightning calls ``set_epoch`` (through ``.sampler``), ``state_dict`` and
-    ``load_state_dict``. The module being trained reports progress with :meth:`mark`
-    (``LitPretrainer`` does so in ``on_train_batch_start``), because the loader itself is
-    read ahead of training by Lightning's prefetching.
+    The loader counts the batches trained on since the start of the run; the epoch and the
+    position inside it follow from that count alone (``epoch = done // batches_per_epoch``),
+    never from Lightning's epoch counter, which is one ahead after a checkpoint written on an
+    epoch's last batch. Wraps a map-style ``DataLoader`` (its dataset, batch size, collate
+    function and workers are reused); Lightning calls ``state_dict``/``load_state_dict``. The
+    module being trained reports progress with :meth:`mark` (``LitPretrainer`` does so in
+    ``on_train_batch_start``), because Lightning reads the loader ahead of training.
     """
 
     def __init__(self, loader: DataLoader, seed: int):
         if not hasattr(loader.dataset, "__len__") or loader.batch_size is None:
             raise ValueError("ResumableLoader needs a map-style DataLoader with a batch_size")
         self.loader, self.seed = loader, seed
-        self.epoch, self.consumed, self._start = 0, 0, 0
+        self.done = 0  # batches trained on since the run began, across epochs
 
     @property
-    def sampler(self) -> ResumableLoader:  # lets Lightning's _set_sampler_epoch find set_epoch
+    def epoch(self) -> int:
+        return self.done // max(1, len(self))
+
+    @property
+    def sampler(self) -> ResumableLoader:  # Lightning's _set_sampler_epoch finds set_epoch
         return self
 
     def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self._start, self.consumed = epoch, 0, 0
+        """Ignored on purpose: the epoch follows from the batches done (see the class doc)."""
 
-    def mark(self, batches_done: int) -> None:
-        """Record that ``batches_done`` batches of the current epoch have been trained on."""
-        self.consumed = batches_done
+    def mark(self) -> None:
+        """Record that one more batch is being trained on (counted once a checkpoint sees it)."""
+        self.done += 1
 
-    def _epoch_loader(self) -> DataLoader:
+    def _epoch_loader(self, epoch: int, start: int) -> DataLoader:
         rank, world = _rank_world()
         bs = self.loader.batch_size
-        sampler = EpochSampler(len(self.loader.dataset), self.seed, self.epoch, rank, world,
-                               start=self._start * bs)
+        sampler = EpochSampler(len(self.loader.dataset), self.seed, epoch, rank, world,
+                               start=start * bs)
         return DataLoader(self.loader.dataset, batch_size=bs, sampler=sampler,
                           collate_fn=self.loader.collate_fn, num_workers=self.loader.num_workers,
                           pin_memory=self.loader.pin_memory, drop_last=self.loader.drop_last)
 
     def __iter__(self) -> Iterator[Any]:
-        loader = self._epoch_loader()
-        self._start = 0  # only the first pass after a resume skips ahead
-        return iter(loader)
+        n = max(1, len(self))
+        epoch, start = divmod(self.done, n)
+        return iter(self._epoch_loader(epoch, start))
 
     def __len__(self) -> int:
         rank, world = _rank_world()
@@ -213,8 +218,10 @@ class ResumableLoader:
         return n // bs if self.loader.drop_last else math.ceil(n / bs)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "consumed": self.consumed}
+        return {"done": self.done, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.consumed = int(state["epoch"]), int(state["consumed"])
-        self._start = self.consumed
+        if "done" in state:
+            self.done = int(state["done"])
+        else:  # checkpoints written before ``done`` existed: (epoch, consumed in that epoch)
+            self.done = int(state["epoch"]) * len(self) + int(state["consumed"])

@@ -14,11 +14,16 @@ from typing import Any
 import lightning as L
 import torch
 
+from tslayers.io import CommandError
 from tslayers.model import TemporalEncoder
 from tslayers.objectives import Objective, effective_rank
 
 from .config import TrainConfig
 from .loop import ResumableLoader, configure_adamw_cosine
+
+
+class DivergenceError(CommandError):
+    """Training produced a non-finite loss or weights; the last good checkpoint is kept."""
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
@@ -39,24 +44,61 @@ class LitPretrainer(L.LightningModule):
         self.encoder = encoder
         self.objective = objective
         self.train_cfg = train
+        if not objective.uses_mask_token:
+            # a parameter that never gets a gradient breaks DDP ("parameters that were not
+            # used"); frozen, it is simply not synchronised (its value is still saved)
+            encoder.mask_token.requires_grad_(False)
         if config is not None:  # the resolved run config, plain python, kept in checkpoints
             self.save_hyperparameters({"config": config})
         self._val_embeddings: list[torch.Tensor] = []
 
+    def _resumable_loader(self) -> ResumableLoader | None:
+        loader = self.trainer.train_dataloader if self._trainer is not None else None
+        return loader if isinstance(loader, ResumableLoader) else None
+
     # ------------------------------------------------------------------ training
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        loader = self.trainer.train_dataloader
-        if isinstance(loader, ResumableLoader):
-            loader.mark(batch_idx + 1)  # this batch counts as consumed once a checkpoint sees it
+        loader = self._resumable_loader()
+        if loader is not None:
+            loader.mark()  # this batch counts as consumed once a checkpoint sees it
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         torch.manual_seed(step_seed(self.train_cfg.seed, self.global_step, self.global_rank))
         out = self.objective(self.encoder, batch)
+        self._check_finite(out.loss)
         self.log_dict({f"train/{k}": v.float() for k, v in out.metrics.items()},
                       prog_bar=False, batch_size=len(batch["x"]))
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=1)
         self.log("loss", out.loss.detach(), prog_bar=True, logger=False, batch_size=1)
         return out.loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop, on every rank alike, before a non-finite loss reaches the weights."""
+        bad = (~torch.isfinite(loss.detach())).float()
+        if self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce(bad, reduce_op="max")
+        if bad.item() > 0:
+            raise DivergenceError(
+                f"training diverged at step {self.global_step}: loss = {loss.item():.6g}"
+                f"{' on some rank' if self.trainer.world_size > 1 else ''}; the last good "
+                "checkpoint is kept (checkpoints/last.ckpt). Lower train.lr, keep "
+                "train.grad_clip > 0 or check the data for extreme values, then resume with "
+                "train.resume=auto")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record the data position (``pretrain`` restores it: Lightning skips restoring loader
+        states in ``max_epochs`` runs); refuse to overwrite a good checkpoint with non-finite
+        weights."""
+        loader = self._resumable_loader()
+        if loader is not None:
+            checkpoint["tslayers"] = {"batches_done": loader.done}
+        bad = [k for k, v in checkpoint["state_dict"].items()
+               if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise DivergenceError(
+                f"training diverged at step {self.global_step}: weights {bad[:3]} became "
+                "non-finite; the last good checkpoint is kept (checkpoints/last.ckpt). Lower "
+                "train.lr or keep train.grad_clip > 0, then resume with train.resume=auto")
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -85,6 +127,12 @@ class LitPretrainer(L.LightningModule):
         if not self._val_embeddings:
             return
         emb = torch.cat(self._val_embeddings)[: self.train_cfg.max_val_embeddings]
+        if not torch.isfinite(emb).all():  # else the rank's SVD fails with a cryptic message
+            raise DivergenceError(
+                f"training diverged by step {self.global_step}: validation embeddings are "
+                "non-finite (the weights hold NaN/inf); the last good checkpoint is kept "
+                "(checkpoints/last.ckpt). Lower train.lr or keep train.grad_clip > 0, then "
+                "resume with train.resume=auto")
         rank = effective_rank(emb)
         self.log("val/effective_rank", rank, sync_dist=True)
         threshold = self.train_cfg.collapse_rank_fraction * emb.shape[1]
