@@ -12,6 +12,7 @@ import torch
 from einops import rearrange
 
 from tslayers.probing import LayerTaps
+from tslayers.probing.interventions import cache_activations, intervene, patch, patching_effect
 from tslayers.probing.public_models import (
     chronos_bolt,
     load_public,
@@ -144,3 +145,21 @@ def test_random_init_is_seeded_and_names_are_checked():
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     with pytest.raises(ValueError, match="available: patchtst"):
         load_public("gpt")
+
+
+@needs_hf
+def test_interventions_reach_patchtst_blocks():
+    """HF blocks return tuples: a patch rebuilds them, and each block's output carries the
+    whole residual stream, so patching any block restores all of the difference."""
+    pm = patchtst(context_length=T, num_input_channels=C, patch_length=8, patch_stride=8,
+                  d_model=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=32)
+    clean, corrupt = _x(4), _x(5)
+    last = pm.layer_names()[-1]
+    bad = cache_activations(pm.module, last, corrupt)
+    with torch.no_grad():
+        y_corrupt = pm.module(corrupt)
+        with intervene(pm.module, {last: patch(bad[last])}):
+            assert torch.allclose(pm.module(clean), y_corrupt, atol=1e-6)
+    eff = patching_effect(pm.module, pm.taps, clean, corrupt, time_dim=2)
+    assert list(eff.tap.values) == pm.layer_names()
+    assert abs(eff.values - 1).max() < 1e-5

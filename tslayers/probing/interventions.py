@@ -295,6 +295,8 @@ def patching_effect(
     NaN when ``m(clean) == m(corrupt)``.
 
     ``clean``/``corrupt``: model inputs of the same shape (or tuples of positional arguments).
+    ``time_dim``: the time axis of the taps (for ``per_step``) and of the output (for the
+    default metric), e.g. 2 for PatchTST's (B, C, N, D) blocks.
     Returns an ``xarray.DataArray`` named ``patching_effect``: dims ``(tap,)``, or with
     ``per_step`` ``(tap, step)`` (NaN beyond a tap's length; taps without a time axis are all
     NaN) plus the all-steps effect as the coordinate ``all_steps``. Attributes hold
