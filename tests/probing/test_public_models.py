@@ -163,3 +163,10 @@ def test_interventions_reach_patchtst_blocks():
     eff = patching_effect(pm.module, pm.taps, clean, corrupt, time_dim=2)
     assert list(eff.tap.values) == pm.layer_names()
     assert abs(eff.values - 1).max() < 1e-5
+
+
+def test_missing_package_names_the_extra():
+    from tslayers.probing.public_models import _require
+
+    with pytest.raises(ImportError, match=r"pip install 'tslayers\[models\]'"):
+        _require("no_such_package_xyz")
