@@ -14,6 +14,7 @@ from einops import rearrange
 from tslayers.probing import LayerTaps
 from tslayers.probing.interventions import cache_activations, intervene, patch, patching_effect
 from tslayers.probing.public_models import (
+    chronos,
     chronos_bolt,
     load_public,
     patchtsmixer,
@@ -170,3 +171,23 @@ def test_missing_package_names_the_extra():
 
     with pytest.raises(ImportError, match=r"pip install 'tslayers\[models\]'"):
         _require("no_such_package_xyz")
+
+
+@pytest.mark.skipif(not HAS_CHRONOS, reason="chronos-forecasting not installed")
+def test_chronos_t5_taps_every_block_like_hooks():
+    pm = chronos(d_model=16, d_ff=32, num_layers=2, num_decoder_layers=1, num_heads=2, d_kv=8,
+                 chronos_config=dict(context_length=T, n_tokens=64))
+    names = pm.layer_names()
+    assert names == ["model.model.encoder.block.0", "model.model.encoder.block.1"]
+    from chronos import ChronosPipeline
+
+    pipeline = ChronosPipeline(tokenizer=pm.module.tokenizer, model=pm.module.model)
+    x = _x(6)
+    out, ref = _hooked(pm.module.model.model.encoder.block,
+                       lambda: pipeline.embed(rearrange(x, "b t c -> (b c) t"))[0])
+    feats = _tap(pm, x)
+    assert feats[names[0]].shape == (B, T + 1, C * 16)  # T tokens + EOS
+    for i, name in enumerate(names):
+        assert torch.equal(feats[name], rearrange(ref[i], "(b c) n d -> b n (c d)", c=C))
+    with torch.no_grad():
+        assert torch.equal(pm.module(x), out)

@@ -13,14 +13,15 @@ A ``source`` (hub id or local directory) loads weights with the library's ``from
 without one, the model is built from its config (library defaults overridden by ``config``
 keyword arguments) with the library's random initialisation under ``seed``.
 
-Architectures: Hugging Face ``transformers`` PatchTST, PatchTSMixer and TimesFM; Chronos-Bolt
-(``chronos-forecasting``); MOMENT (``momentfm``; hub loading only). Each needs its package
-(the ``models`` extra); builders raise ``ImportError`` naming it when it is absent.
+Architectures: Hugging Face ``transformers`` PatchTST, PatchTSMixer and TimesFM; Chronos and
+Chronos-Bolt (``chronos-forecasting``); MOMENT (``momentfm``; hub loading only). Each needs its
+package (the ``models`` extra); builders raise ``ImportError`` naming it when it is absent.
 
 Channel handling: PatchTST and PatchTSMixer take all channels at once (their blocks hold
 (B, C, N, D): tokens per channel, so the taps' time axis is 2 and pooled features concatenate
-channels). TimesFM, Chronos-Bolt and MOMENT are univariate: the wrapper folds channels into the
-batch and ``tap_kwargs["transform"]`` regroups each tap's (B·C, N, D) as (B, N, C·D).
+channels). TimesFM, Chronos, Chronos-Bolt and MOMENT are univariate: the wrapper folds
+channels into the batch and ``tap_kwargs["transform"]`` regroups each tap's (B·C, N, D) as
+(B, N, C·D).
 """
 
 from __future__ import annotations
@@ -272,6 +273,60 @@ def chronos_bolt(source: str | None = None, *, seed: int = 0,
                        layout="univariate context (B*C, T); blocks hold (B*C, N, D)")
 
 
+# ---------------------------------------------------------------------------- Chronos (T5)
+class ChronosWindows(_Folded):
+    """Original Chronos (tokenised values, T5 encoder) on (B, T, C): channels folded into the
+    batch, values mean-scaled and binned by Chronos' own tokenizer (NaN = missing); the
+    encoder sees T tokens plus EOS."""
+
+    def __init__(self, pipeline: Any):
+        super().__init__()
+        self.model = pipeline.model  # ChronosModel: .model is the T5 model
+        self.tokenizer = pipeline.tokenizer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check(x, "Chronos", self.model.config.context_length, None, False)
+        ids, mask, _ = self.tokenizer.context_input_transform(self.fold(x).cpu())
+        return self.model.encode(ids.to(x.device), mask.to(x.device))
+
+
+CHRONOS_DEFAULTS: dict[str, Any] = dict(
+    tokenizer_class="MeanScaleUniformBins",
+    tokenizer_kwargs={"low_limit": -15.0, "high_limit": 15.0},
+    context_length=512, prediction_length=64, n_tokens=4096, n_special_tokens=2,
+    pad_token_id=0, eos_token_id=1, use_eos_token=True, model_type="seq2seq", num_samples=20,
+    temperature=1.0, top_k=50, top_p=1.0,
+)
+
+
+def chronos(source: str | None = None, *, seed: int = 0,
+            chronos_config: dict[str, Any] | None = None, **t5_config: Any) -> PublicModel:
+    """Chronos (Ansari et al., 2024; ``chronos-forecasting``), seq2seq T5 on binned values;
+    taps ``model.model.encoder.block.*``. From a config: ``T5Config(**t5_config)`` plus
+    ``chronos_config`` over :data:`CHRONOS_DEFAULTS` (the chronos-t5 settings)."""
+    _require("chronos")
+    from chronos.chronos import ChronosConfig, ChronosModel, ChronosPipeline
+
+    if source is not None:
+        pipeline = ChronosPipeline.from_pretrained(source)
+    else:
+        from transformers import T5Config, T5ForConditionalGeneration
+
+        cc = ChronosConfig(**{**CHRONOS_DEFAULTS, **(chronos_config or {})})
+        t5 = T5Config(**{"vocab_size": cc.n_tokens, "pad_token_id": cc.pad_token_id,
+                         "eos_token_id": cc.eos_token_id,
+                         "decoder_start_token_id": cc.pad_token_id, **t5_config})
+        inner = _seeded(seed, lambda: T5ForConditionalGeneration(t5))
+        pipeline = ChronosPipeline(tokenizer=cc.create_tokenizer(),
+                                   model=ChronosModel(config=cc, model=inner))
+    wrapper = ChronosWindows(pipeline)
+    wrapper.eval()
+    return PublicModel("chronos", wrapper, _blocks(wrapper, "model.model.encoder.block"),
+                       pipeline.model.config.context_length, None, False,
+                       transform=_regroup(lambda: wrapper.n_channels_seen),
+                       layout="univariate tokens (B*C, T+1); blocks hold (B*C, T+1, D)")
+
+
 # ---------------------------------------------------------------------------- MOMENT
 class MomentWindows(_Folded):
     """MOMENT's T5 encoder on (B, T, C) (``task_name='embedding'``); channels are independent
@@ -309,6 +364,7 @@ BUILDERS: dict[str, Callable[..., PublicModel]] = {
     "patchtst": patchtst,
     "patchtsmixer": patchtsmixer,
     "timesfm": timesfm,
+    "chronos": chronos,
     "chronos-bolt": chronos_bolt,
     "moment": moment,
 }
