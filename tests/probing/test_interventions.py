@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from tslayers.model import EncoderConfig, TemporalEncoder
-from tslayers.probing import RidgeProbe, first_tensor
+from tslayers.probing import LayerTaps, RidgeProbe, first_tensor
 from tslayers.probing.interventions import (
     cache_activations,
     intervene,
@@ -196,6 +196,14 @@ def test_ablations_steps_and_gradients(gru):
         gru(x).sum().backward()
     expected = 2.0 * 2 * 5 * gru.head.weight.sum(0)
     assert torch.allclose(v.grad, expected, atol=1e-5)
+
+
+def test_taps_read_edited_values_whatever_the_order(gru):
+    x = torch.randn(2, 5, 3)
+    with LayerTaps(gru, "rnn", reduce="tokens") as taps:  # entered before the edit
+        with intervene(gru, {"rnn": zero_ablate()}):
+            feats = taps.run(gru, x)
+    assert torch.equal(feats["rnn"], torch.zeros(2, 5, 16))
 
 
 def test_bad_edit_shape_and_unknown_tap_are_refused(gru):

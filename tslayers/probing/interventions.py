@@ -194,7 +194,9 @@ def intervene(
     A bare tensor or function is read as :func:`replace`. ``time_dim``: the time/token axis of
     the tapped tensors (for ``steps``; 0 for ``nn.GRU(batch_first=False)``). Yields
     ``{tap: calls}``, the number of times each edit fired, so a tap that is not on the forward
-    path is visible. Hooks are removed on exit, also after an exception.
+    path is visible. Hooks are removed on exit, also after an exception. Edit hooks run before
+    any other forward hook on the module, so :class:`LayerTaps` (entered before or after) and
+    :func:`cache_activations` read the edited activation.
     """
     plan: list[tuple[str, nn.Module, Edit]] = []
     for pattern, edit in edits.items():
@@ -212,7 +214,8 @@ def intervene(
 
     try:
         for name, module, edit in plan:
-            handles.append(module.register_forward_hook(make_hook(name, edit)))
+            # prepended: edits run before other hooks, so taps always read edited values
+            handles.append(module.register_forward_hook(make_hook(name, edit), prepend=True))
         yield fired
     finally:
         for h in handles:
