@@ -9,6 +9,9 @@ are reachable as taps ``{name}.layers.0``, ``{name}.layers.1``, ...; each tap's 
 tensor is that layer's output sequence ((B, T, D·dirs) with ``batch_first``), the per-layer,
 per-step states the fused module never exposes.
 
+Unroll after loading a checkpoint: the unrolled module's ``state_dict`` keys differ
+(``rnn.layers.1.weight_ih_l0`` for ``rnn.weight_ih_l1``).
+
 >>> model = unroll_rnns(model)             # every stacked RNN inside, replaced in a copy
 >>> with LayerTaps(model, "rnn.layers.*", reduce="tokens") as taps: ...
 """

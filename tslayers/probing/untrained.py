@@ -64,7 +64,8 @@ def untrained_twin(
     as they are). Buffers of such modules are left as they are (they are usually fixed tables,
     e.g. RoPE frequencies). ``init``, when given, is then applied to every module
     (``twin.apply(init)``), for architectures with their own scheme, e.g. a Hugging Face
-    model's ``model._init_weights``.
+    model's ``model._init_weights`` (same distributions as the library's own initialisation,
+    not bit-equal to a fresh ``from_config`` model, whose draws come in another order).
 
     Draws come from a generator seeded with ``seed``; the caller's global RNG state is left
     untouched. For a model made only of such layers, built by ``factory`` in registration
