@@ -123,7 +123,7 @@ def test_encoder_patching_identities_and_full_restoration():
     with torch.no_grad():
         t_clean, t_corrupt = enc(clean).tokens, enc(corrupt).tokens
         own = cache_activations(enc, "blocks.1", clean)  # module name
-        bad = cache_activations(enc, "blocks.1.out", corrupt)  # stable tap name alias
+        bad = cache_activations(enc, "blocks.1.out", corrupt)  # stable tap module
         with intervene(enc, {"blocks.*": replace(lambda t: t)}):
             assert torch.equal(enc(clean).tokens, t_clean)
         with intervene(enc, {"blocks.1": patch(own["blocks.1"])}):
@@ -131,7 +131,7 @@ def test_encoder_patching_identities_and_full_restoration():
         with intervene(enc, {"blocks.1.out": patch(bad["blocks.1.out"])}):
             assert torch.allclose(enc(clean).tokens, t_corrupt, atol=1e-6)
     # the whole residual stream at any block determines the output: every block restores 1
-    eff = patching_effect(enc, "blocks.*", clean, corrupt)
+    eff = patching_effect(enc, "blocks.*.out", clean, corrupt)
     assert list(eff.tap.values) == ["blocks.0.out", "blocks.1.out", "blocks.2.out"]
     np.testing.assert_allclose(eff.values, 1.0, atol=1e-5)
 

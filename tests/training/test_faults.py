@@ -51,7 +51,7 @@ class Poison(L.Callback):
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if trainer.global_step == self.at:
             with torch.no_grad():
-                module.encoder.embed.weight[0, 0] = float("nan")
+                module.encoder.embed.proj.weight[0, 0] = float("nan")
 
 
 def _ckpt_step(path: Path) -> int:
@@ -90,7 +90,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
     cfg = from_dict(PretrainConfig, tiny())
-    with pytest.raises(DivergenceError, match=r"step 4: weights \['encoder.embed.weight'"):
+    with pytest.raises(DivergenceError, match=r"step 4: weights \['encoder.embed.proj.weight'"):
         pretrain(cfg, out_dir=tmp_path, callbacks=[Poison(at=4)])  # 4 is a checkpoint step
     assert _ckpt_step(tmp_path / "checkpoints" / "last.ckpt") == 2
 
