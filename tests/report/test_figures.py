@@ -17,6 +17,13 @@ def _size(fig) -> tuple[float, float]:
     return tuple(fig.get_size_inches() * fig.dpi)
 
 
+def _lines_on_screen(ax) -> bool:
+    lo, hi = ax.get_ylim()
+    ys = np.concatenate([np.asarray(x.get_ydata(), float) for x in ax.lines])
+    ys = ys[np.isfinite(ys)]
+    return bool(((ys >= lo) & (ys <= hi)).all())
+
+
 def test_heatmap_has_values_in_cells_a_box_per_task_and_one_scale_per_metric(results):
     fig = heatmap(results, "contrastive")
     w, h = _size(fig)
@@ -53,9 +60,9 @@ def test_layer_curves_one_colour_per_model_everywhere_and_a_legend_for_every_lin
         drawn = {line.get_label(): to_hex(line.get_color()) for line in ax.lines
                  if not line.get_label().startswith("_")}
         assert drawn == {m: colour[m] for m in ("contrastive", "forecast")}
-    opt = float(results["optimum"].sel(task="latent", metric="r2", split="test").mean())
-    lo, hi = panels[1].get_ylim()
-    assert lo < opt < hi  # the optimum is on screen
+    assert all(_lines_on_screen(ax) for ax in panels)  # optimum and controls included
+    w, h = _size(fig)
+    assert 500 < w < 3000 and 300 < h < 2000
 
 
 def test_layer_curves_become_small_multiples_beyond_four_models(five_models):
@@ -65,6 +72,8 @@ def test_layer_curves_become_small_multiples_beyond_four_models(five_models):
     assert all(len([x for x in ax.lines if not x.get_label().startswith("_")]) == 1
                for ax in panels)
     assert panels[0].get_title() == "forecast/h1/last · model0"
+    assert all(_lines_on_screen(ax) for ax in panels)  # shared rows fit every panel
+    assert panels[0].get_ylabel() and not panels[1].get_ylabel()
 
 
 def test_cka_grid_has_tick_labels_axis_labels_and_a_colour_bar(results):

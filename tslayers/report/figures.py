@@ -177,7 +177,8 @@ def _draw_controls(ax, ds, models, task, metric, drawn: set) -> list[np.ndarray]
     return twins
 
 
-def _curve_panel(ax, ds, models, task, metric, colours, drawn: set) -> None:
+def _curve_panel(ax, ds, models, task, metric, colours, drawn: set) -> tuple[list, list]:
+    """Controls, models and optimum of one task; returns the (lines, bands) drawn."""
     lines = _draw_controls(ax, ds, models, task, metric, drawn)
     bands = []
     for model in models:
@@ -189,9 +190,9 @@ def _curve_panel(ax, ds, models, task, metric, colours, drawn: set) -> None:
         ax.axhline(opt, **style.OPTIMUM)
         drawn.add("optimum")
         lines.append(np.array([opt]))
-    style.y_limits(ax, lines, bands)
     ax.set_ylabel(style.metric_label(ds, metric))
     style.layer_ticks(ax, ds, models, every=style.tick_step(ds.sizes["layer"]))
+    return lines, bands
 
 
 def _curve_legend(fig, models, colours, drawn: set) -> None:
@@ -225,10 +226,18 @@ def layer_curves(ds: xr.Dataset, max_per_panel: int = 4):
     drawn: set = set()
     with style.new_figure(3.3 * ncol, 2.5 * nrow + 0.8) as fig:
         axes = fig.subplots(nrow, ncol, squeeze=False, sharey="row" if split else False)
-        for ax, ((task, metric), group) in zip(axes.flat, cells):
-            _curve_panel(ax, ds, group, task, metric, colours, drawn)
+        drawn_by_row: dict[int, tuple[list, list]] = {}
+        for i, (ax, ((task, metric), group)) in enumerate(zip(axes.flat, cells)):
+            lines, bands = _curve_panel(ax, ds, group, task, metric, colours, drawn)
             ax.set_title(_wrap(f"{task} · {group[0]}" if split else task))
             ax.set_xlabel(_layer_axis(ds, group))
+            row = drawn_by_row.setdefault(i // ncol if split else i, ([], []))
+            row[0].extend(lines)
+            row[1].extend(bands)
+            if split and i % ncol:
+                ax.set_ylabel("")
+        for i, (lines, bands) in drawn_by_row.items():  # shared rows: limits fit every panel
+            style.y_limits(axes[i][0] if split else axes.flat[i], lines, bands)
         for ax in list(axes.flat)[len(cells):]:
             ax.set_axis_off()
         _curve_legend(fig, models, colours, drawn)

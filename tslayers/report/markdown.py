@@ -110,15 +110,17 @@ def ceiling_notes(table: pd.DataFrame) -> list[str]:
     """Say why a ceiling looks wrong where it does: an optimum with no skill (r2 <= 0: the task
     has no predictable signal at that horizon) or a probe above the optimum (by how much, and
     whether that is within noise)."""
-    notes = []
+    notes, no_skill = [], set()
     for r in table.itertuples():
         if not np.isfinite(r.ceiling):
             continue
         if r.metric == "r2" and r.ceiling <= 0:
-            notes.append(f"{r.task} ({r.model}): the optimum's r2 is {num(r.ceiling)}: even the "
-                         "Bayes-optimal prediction is no better than the test mean here, so "
-                         "this task carries no predictable signal and its scores are not "
-                         "evidence either way.")
+            if r.task not in no_skill:
+                no_skill.add(r.task)
+                notes.append(f"{r.task}: the optimum's r2 is {num(r.ceiling)}: even the "
+                             "Bayes-optimal prediction is no better than the test mean here, "
+                             "so this task carries no predictable signal and its scores are "
+                             "not evidence either way.")
             continue
         above = (r.score - r.ceiling) * (1 if r.higher_is_better else -1)
         if above > 0:
@@ -204,6 +206,8 @@ def report_markdown(ds: xr.Dataset, figures: list[str] | None = None,
     """(markdown, layer table): summary, figures (file stems), diagnostics, details, then the
     alignment section when given."""
     table = layer_table(ds)
+    if table.empty:
+        raise ValueError("the results hold no finite scores to report")
     bases = base_models(ds)
     n_controls = ds.sizes["model"] - len(bases)
     ci = float(ds.attrs.get("ci", 0.9))
