@@ -7,11 +7,17 @@ from tslayers.report.markdown import ceiling_notes, diff, figures_markdown, shar
 
 
 def test_a_difference_is_bold_only_when_its_interval_excludes_zero():
-    assert diff(0.05, 0.01, 0.09) == "**+0.05 [+0.01, +0.09]**"
-    assert diff(-0.05, -0.09, -0.01).startswith("**-0.05")
-    assert diff(0.05, -0.01, 0.09) == "+0.05 [-0.01, +0.09]"
+    assert diff(0.05, 0.01, 0.09) == "**+0.050 [+0.010, +0.090]**"
+    assert diff(-0.05, -0.09, -0.01).startswith("**-0.050")
+    assert diff(0.05, -0.01, 0.09) == "+0.050 [-0.010, +0.090]"
     assert diff(0.0, 0.0, 0.0, "0 (same layer)") == "0 (same layer)"
     assert diff(float("nan"), 0.0, 1.0) == "–"
+
+
+def test_differences_print_on_the_scale_of_their_scores_never_in_e_notation():
+    assert diff(-4.01e-05, -0.000833, 0.00205, scale=0.15) == "-0.000 [-0.001, +0.002]"
+    assert diff(2e-5, 1e-5, 3e-5, scale=0.004) == "**+0.00002 [+0.00001, +0.00003]**"
+    assert "e-" not in diff(-4.01e-05, -0.000833, 0.00205, scale=1e-3)
 
 
 def test_a_share_of_a_quantity_within_noise_is_not_a_percentage():
@@ -22,7 +28,7 @@ def test_a_share_of_a_quantity_within_noise_is_not_a_percentage():
 
 def _row(**kw):
     base = dict(task="forecast/h32/last", model="m", metric="r2", higher_is_better=True,
-                score=0.5, score_lo=0.4, score_hi=0.6, ceiling=0.7)
+                score=0.5, score_lo=0.4, score_hi=0.6, ceiling=0.7, floor=float("nan"))
     return {**base, **kw}
 
 
@@ -31,9 +37,12 @@ def test_a_ceiling_without_skill_or_below_the_probe_is_explained():
                           _row(ceiling=-0.154, score=-0.2, model="other"),  # said once
                           _row(task="latent", score=0.72, score_lo=0.65, score_hi=0.78),
                           _row(task="h1", score=0.9, score_lo=0.85, score_hi=0.95),
-                          _row(task="fine")])
+                          _row(task="fine"),
+                          _row(task="h8", score=0.07, score_lo=0.0, score_hi=0.1, ceiling=0.075,
+                               floor=0.107)])
     notes = ceiling_notes(table)
-    assert len(notes) == 3
+    assert len(notes) == 4
+    assert "h8: the best control (0.107) scores above the optimum (0.075)" in notes[3]
     assert "no predictable signal" in notes[0] and "-0.154" in notes[0]
     assert "latent" in notes[1] and "within noise" in notes[1]
     assert "h1" in notes[2] and "check the task" in notes[2]
@@ -57,4 +66,4 @@ def test_gap_closed_is_a_percentage_only_when_gap_and_change_are_both_real():
                                        "scores": {"forecast/h1/last/r2": row}}})
     line = [x for x in text.splitlines() if x.startswith("| forecast/h1/last")][0]
     assert "within noise" in line and "10%" not in line
-    assert "**+0.1 [+0.05, +0.15]**" in line  # the real gap is bold
+    assert "**+0.100 [+0.050, +0.150]**" in line  # the real gap is bold

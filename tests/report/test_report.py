@@ -68,7 +68,7 @@ def test_alignment_section_says_within_noise_instead_of_a_share_of_nothing(study
     text = study_report.read_text()
     section = text[text.index("## Alignment"):]
     target = [x for x in section.splitlines() if x.startswith("| forecast/h1/last")][0]
-    assert "**+0.12 [+0.05, +0.2]**" in target and "120% [50%, 200%]" in target
+    assert "**+0.120 [+0.050, +0.200]**" in target and "120% [50%, 200%]" in target
     latent = [x for x in section.splitlines() if x.startswith("| latent")][0]
     assert "within noise" in latent and "nan" not in latent.lower()
 

@@ -36,11 +36,13 @@ def alignment_markdown(summaries: dict[str, dict[str, Any]]) -> str:
         for key, row in summary["scores"].items():
             task, metric = key.rsplit("/", 1)
             mark = " **(target)**" if row["target"] else ""
+            scale = row["last_before"]
             lines.append(
                 f"| {task}{mark} | {metric} | {_num(row['last_before'])} | "
                 f"{_num(row['last_after'])} | "
-                f"{diff(row['change'], row['change_lo'], row['change_hi'])} | "
-                f"{diff(row['gap_before'], row['gap_lo'], row['gap_hi'])} | {_closed(row)} | "
+                f"{diff(row['change'], row['change_lo'], row['change_hi'], scale=scale)} | "
+                f"{diff(row['gap_before'], row['gap_lo'], row['gap_hi'], scale=scale)} | "
+                f"{_closed(row)} | "
                 f"{_num(row['best_kept'], '.0%')} |")
         lines.append("")
     lines.append("Change at the output: last-layer test score after minus before (oriented so "

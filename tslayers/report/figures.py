@@ -27,7 +27,7 @@ def _mean(ds: xr.Dataset, var: str, **sel) -> np.ndarray:
     return da.mean("seed").values if "seed" in da.dims else da.values
 
 
-def test_curve(ds: xr.Dataset, model: str, task: str, metric: str) -> tuple[np.ndarray, ...]:
+def score_curve(ds: xr.Dataset, model: str, task: str, metric: str) -> tuple[np.ndarray, ...]:
     """(layer,) test score, lower and upper bound, averaged over seeds."""
     sel = dict(model=model, task=task, metric=metric, split="test")
     return tuple(_mean(ds, v, **sel) for v in ("score", "score_lo", "score_hi"))
@@ -53,7 +53,7 @@ def score_tasks(ds: xr.Dataset, model: str) -> list[tuple[str, str]]:
     out = []
     for task in ds["task"].values.tolist():
         m = primary_metric(ds, task)
-        if m is not None and np.isfinite(test_curve(ds, model, task, m)[0]).any():
+        if m is not None and np.isfinite(score_curve(ds, model, task, m)[0]).any():
             out.append((task, m))
     return out
 
@@ -75,6 +75,13 @@ def _scale(metric: str, mat: np.ndarray) -> tuple[float, float]:
     return (min(0.0, lo), hi if hi > min(0.0, lo) else min(0.0, lo) + 1.0)
 
 
+def _cmap(name: str, bad: str):
+    """A registered colour map with missing cells drawn in ``bad``."""
+    import matplotlib
+
+    return matplotlib.colormaps[name].with_extremes(bad=bad)
+
+
 def _cell_values(ax, im, mat: np.ndarray, fmt: str) -> None:
     """Write each finite value in its cell, black or white to read on the cell colour."""
     for (i, j), v in np.ndenumerate(mat):
@@ -88,12 +95,11 @@ def _heat_block(ax, ds, model, metric, tasks, cax) -> None:
     val-selected layer boxed."""
     from matplotlib.patches import Rectangle
 
-    mat = np.stack([test_curve(ds, model, t, metric)[0] for t in tasks])
+    mat = np.stack([score_curve(ds, model, t, metric)[0] for t in tasks])
     lo, hi = _scale(metric, mat)
-    cmap = "viridis" if bool(ds["higher_is_better"].sel(metric=metric)) else "viridis_r"
-    im = ax.imshow(np.ma.masked_invalid(mat), aspect="auto", cmap=cmap, vmin=lo, vmax=hi,
-                   interpolation="nearest")
-    im.cmap.set_bad("white")
+    name = "viridis" if bool(ds["higher_is_better"].sel(metric=metric)) else "viridis_r"
+    im = ax.imshow(np.ma.masked_invalid(mat), aspect="auto", cmap=_cmap(name, "white"),
+                   vmin=lo, vmax=hi, interpolation="nearest")
     extend = "min" if np.nanmin(mat) < lo else "neither"
     bar = ax.figure.colorbar(im, cax=cax, extend=extend)
     bar.set_label(style.metric_label(ds, metric, short=True))
@@ -136,16 +142,23 @@ def heatmap(ds: xr.Dataset, model: str):
 
 
 # ------------------------------------------------------------------------------ layer curves
-def _draw_model(ax, ds, model, task, metric, colour) -> tuple[np.ndarray, ...]:
-    v, lo, hi = test_curve(ds, model, task, metric)
-    layers = ds["layer"].values
+def _draw_model(ax, ds, model, task, metric, colour, offset: float | None
+                ) -> tuple[np.ndarray, ...]:
+    """One model's curve with its interval: a filled band when it is alone in the panel,
+    else error bars shifted by ``offset`` layers so that overlapping intervals stay apart."""
+    v, lo, hi = score_curve(ds, model, task, metric)
+    x = ds["layer"].values + (offset or 0.0)
     ok = np.isfinite(v)
     band = ok & np.isfinite(lo) & np.isfinite(hi)
-    ax.fill_between(layers[band], lo[band], hi[band], color=colour, alpha=0.15, lw=0)
-    ax.plot(layers[ok], v[ok], color=colour, lw=1.6, marker="o", ms=2.5, label=model)
+    if offset is None:
+        ax.fill_between(x[band], lo[band], hi[band], color=colour, alpha=0.15, lw=0)
+    else:
+        ax.errorbar(x[band], v[band], yerr=[v[band] - lo[band], hi[band] - v[band]],
+                    fmt="none", ecolor=colour, elinewidth=1.0, alpha=0.6)
+    ax.plot(x[ok], v[ok], color=colour, lw=1.6, marker="o", ms=2.5, label=model)
     k = selected_layer(ds, model, task, metric)
     if k is not None and np.isfinite(v[k]):
-        ax.plot([layers[k]], [v[k]], color=colour, **style.SELECTED)
+        ax.plot([x[k]], [v[k]], color=colour, **style.SELECTED)
     return v, lo, hi
 
 
@@ -156,7 +169,7 @@ def _draw_controls(ax, ds, models, task, metric, drawn: set) -> list[np.ndarray]
     twins, flats = [], {}
     for model in models:
         for name in controls_of(ds, model):
-            v = test_curve(ds, name, task, metric)[0]
+            v = score_curve(ds, name, task, metric)[0]
             kind = name.split("/", 1)[1]
             if not np.isfinite(v).any():
                 continue
@@ -181,8 +194,10 @@ def _curve_panel(ax, ds, models, task, metric, colours, drawn: set) -> tuple[lis
     """Controls, models and optimum of one task; returns the (lines, bands) drawn."""
     lines = _draw_controls(ax, ds, models, task, metric, drawn)
     bands = []
-    for model in models:
-        v, lo, hi = _draw_model(ax, ds, model, task, metric, colours[model])
+    present = [m for m in models if np.isfinite(score_curve(ds, m, task, metric)[0]).any()]
+    shifts = np.linspace(-0.12, 0.12, len(present)) if len(present) > 1 else [None]
+    for model, shift in zip(present, shifts):
+        v, lo, hi = _draw_model(ax, ds, model, task, metric, colours[model], shift)
         lines.append(v)
         bands += [lo, hi]
     opt = optimum(ds, task, metric)
@@ -224,7 +239,8 @@ def layer_curves(ds: xr.Dataset, max_per_panel: int = 4):
     ncol = len(models) if split else min(4, len(tasks))
     nrow = -(-len(cells) // ncol)
     drawn: set = set()
-    with style.new_figure(3.3 * ncol, 2.5 * nrow + 0.8) as fig:
+    pw, ph = (2.7, 2.1) if split else (3.3, 2.5)
+    with style.new_figure(pw * ncol, ph * nrow + 0.8) as fig:
         axes = fig.subplots(nrow, ncol, squeeze=False, sharey="row" if split else False)
         drawn_by_row: dict[int, tuple[list, list]] = {}
         for i, (ax, ((task, metric), group)) in enumerate(zip(axes.flat, cells)):
@@ -263,8 +279,8 @@ def cka_grid(ds: xr.Dataset):
         for row, model in zip(axes, models):
             for ax, (var, what, ylabel) in zip(row, kinds):
                 im = ax.imshow(ds[var].sel(model=model).values.T, vmin=0, vmax=1,
-                               cmap="magma", origin="lower", interpolation="nearest")
-                im.cmap.set_bad("0.9")
+                               cmap=_cmap("magma", "0.9"), origin="lower",
+                               interpolation="nearest")
                 ax.grid(False)
                 if n <= 8:
                     _cell_values(ax, im, ds[var].sel(model=model).values.T, "{:.2f}")

@@ -78,9 +78,12 @@ def _blocks(text: str) -> list[list[str]]:
     return blocks
 
 
-def markdown_to_html(text: str, folder: Path, title: str = "tslayers report") -> str:
-    """Convert the report's markdown; images are read from ``folder`` and inlined."""
+def markdown_to_html(text: str, folder: Path) -> str:
+    """Convert the report's markdown; images are read from ``folder`` and inlined; the first
+    heading is the page title."""
     body = []
+    heads = [x.lstrip("#").strip() for x in text.splitlines() if x.startswith("# ")]
+    title = heads[0] if heads else "tslayers report"
     for block in _blocks(text):
         first = block[0]
         if first.startswith("#"):

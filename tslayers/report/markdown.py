@@ -40,19 +40,29 @@ def with_ci(v: float, lo: float, hi: float) -> str:
     return f"{v:.3g}"
 
 
-def _signed(x: float) -> str:
-    return "0" if x == 0 else f"{x:+.3g}"
+def decimals(scale: float) -> int:
+    """Decimals that show a quantity of size ``scale`` to 3 significant digits (at least 3),
+    so that differences print on the scale of the scores they compare, not in e-notation."""
+    if not np.isfinite(scale) or abs(scale) >= 0.1:
+        return 3
+    return min(8, 2 - int(np.floor(np.log10(max(abs(scale), 1e-8)))))
 
 
-def diff(v: float, lo: float, hi: float, same: str = "0") -> str:
+def _signed(x: float, places: int) -> str:
+    return "0" if x == 0 else f"{x:+.{places}f}" if abs(x) < 1e4 else f"{x:+.3g}"
+
+
+def diff(v: float, lo: float, hi: float, same: str = "0", scale: float = 1.0) -> str:
     """A difference with its interval, bold only when the interval excludes 0; ``same`` when
-    it is exactly 0 in every replicate (the two sides are the same thing)."""
+    it is exactly 0 in every replicate (the two sides are the same thing). ``scale``: the size
+    of the scores compared, which sets the decimals."""
     if not np.isfinite(v):
         return "–"
     if v == 0 and lo == 0 and hi == 0:
         return same
-    text = f"{_signed(v)} [{_signed(lo)}, {_signed(hi)}]" if np.isfinite(lo) and \
-        np.isfinite(hi) else _signed(v)
+    p = decimals(scale)
+    text = f"{_signed(v, p)} [{_signed(lo, p)}, {_signed(hi, p)}]" \
+        if np.isfinite(lo) and np.isfinite(hi) else _signed(v, p)
     return f"**{text}**" if significant(lo, hi) else text
 
 
@@ -84,14 +94,14 @@ def summary_markdown(table: pd.DataFrame, ds: xr.Dataset) -> str:
              "| vs best control | floor | ceiling |", "|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         ctl = r.best_control.split("/", 1)[-1] if r.best_control else ""
-        vs = f"{diff(r.vs_control, r.vs_control_lo, r.vs_control_hi, '0')} ({ctl})" if ctl \
-            else "–"
+        vs = f"{diff(r.vs_control, r.vs_control_lo, r.vs_control_hi, '0', r.score)} ({ctl})" \
+            if ctl else "–"
         lines.append(
             f"| {r.task} | {r.metric} {_arrow(r)} | {r.model} | "
             f"{layer_label(ds, r.model, r.selected_layer)}: "
             f"{with_ci(r.score, r.score_lo, r.score_hi)} | "
             f"{layer_label(ds, r.model, r.last_layer)}: {num(r.last)} | "
-            f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME)} | {vs} | {num(r.floor)} | "
+            f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME, r.score)} | {vs} | {num(r.floor)} | "
             f"{num(r.ceiling)} |")
     lines += ["", "*Selected*: the layer chosen on the validation series, scored on the test "
               "series. *Gap*: selected minus last layer; *vs best control*: selected minus the "
@@ -110,7 +120,7 @@ def ceiling_notes(table: pd.DataFrame) -> list[str]:
     """Say why a ceiling looks wrong where it does: an optimum with no skill (r2 <= 0: the task
     has no predictable signal at that horizon) or a probe above the optimum (by how much, and
     whether that is within noise)."""
-    notes, no_skill = [], set()
+    notes, no_skill, floors = [], set(), set()
     for r in table.itertuples():
         if not np.isfinite(r.ceiling):
             continue
@@ -122,7 +132,13 @@ def ceiling_notes(table: pd.DataFrame) -> list[str]:
                              "so this task carries no predictable signal and its scores are "
                              "not evidence either way.")
             continue
-        above = (r.score - r.ceiling) * (1 if r.higher_is_better else -1)
+        sign = 1 if r.higher_is_better else -1
+        if np.isfinite(r.floor) and sign * (r.floor - r.ceiling) > 0 and r.task not in floors:
+            floors.add(r.task)
+            notes.append(f"{r.task}: the best control ({num(r.floor)}) scores above the "
+                         f"optimum ({num(r.ceiling)}): the optimum is no upper bound for this task "
+                         "as run; check how the task and its optimum are computed.")
+        above = sign * (r.score - r.ceiling)
         if above > 0:
             verdict = "within noise" if r.score_lo <= r.ceiling <= r.score_hi else \
                 "outside its interval: the optimum is no bound on these rows; check the task"
@@ -172,7 +188,8 @@ def details_markdown(table: pd.DataFrame, ds: xr.Dataset) -> str:
             lines.append(f"| {r.model} | {r.task} | {r.metric} {_arrow(r)} | "
                          f"{layer_label(ds, r.model, r.selected_layer)} (L{r.oracle_layer}) | "
                          f"{with_ci(r.score, r.score_lo, r.score_hi)} | {num(r.last)} | "
-                         f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME)} | {num(r.pvalue)} |")
+                         f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME, r.score)} | "
+                         f"{num(r.pvalue)} |")
         lines.append("")
     if lines:
         lines += ["*p*: permutation p-value of the selected layer's test score. The oracle "
