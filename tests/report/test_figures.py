@@ -84,7 +84,9 @@ def test_cka_grid_has_tick_labels_axis_labels_and_a_colour_bar(results):
     assert len(grids) == 4  # two models x (within, against the untrained twin)
     ax = grids[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
-    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title().startswith("contrastive")
+    assert ax.get_xlabel() and ax.get_ylabel().startswith("contrastive")
+    assert [a.get_title() for a in grids[:2]] == ["within the model",
+                                                  "against its untrained twin"]
     bar = [a for a in fig.axes if a.get_ylabel() == "linear CKA"]
     assert len(bar) == 1
 

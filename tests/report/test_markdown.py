@@ -15,7 +15,8 @@ def test_a_difference_is_bold_only_when_its_interval_excludes_zero():
 
 
 def test_differences_print_on_the_scale_of_their_scores_never_in_e_notation():
-    assert diff(-4.01e-05, -0.000833, 0.00205, scale=0.15) == "-0.000 [-0.001, +0.002]"
+    assert diff(-4.01e-05, -0.000833, 0.00205, scale=0.15) == "0 [-0.001, +0.002]"
+    assert diff(4e-4, 1e-4, 7e-4, scale=0.5) == "**+0.0004 [+0.0001, +0.0007]**"  # never [0, 0]
     assert diff(2e-5, 1e-5, 3e-5, scale=0.004) == "**+0.00002 [+0.00001, +0.00003]**"
     assert "e-" not in diff(-4.01e-05, -0.000833, 0.00205, scale=1e-3)
 

@@ -261,9 +261,28 @@ def layer_curves(ds: xr.Dataset, max_per_panel: int = 4):
 
 
 # ------------------------------------------------------------------------------ diagnostics
+def _cka_panel(ax, ds, var, model, n) -> object | None:
+    """One CKA matrix (x: the model's layers, y: the compared layers); None when absent."""
+    mat = ds[var].sel(model=model).values.T
+    if not np.isfinite(mat).any():
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "not probed", ha="center", va="center", transform=ax.transAxes)
+        return None
+    im = ax.imshow(mat, vmin=0, vmax=1, cmap=_cmap("magma", "0.9"), origin="lower",
+                   interpolation="nearest")
+    ax.grid(False)
+    if n <= 8:
+        _cell_values(ax, im, mat, "{:.2f}")
+    style.layer_ticks(ax, ds, [model], "x", style.tick_step(n, 12))
+    style.layer_ticks(ax, ds, [model], "y", style.tick_step(n, 12))
+    ax.set_xlabel(_layer_axis(ds, [model]))
+    return im
+
+
 def cka_grid(ds: xr.Dataset):
     """Linear CKA between every pair of a model's layers (and, when probed, against its
-    untrained twin's layers): one row per base model, one colour bar."""
+    untrained twin's layers): one row per base model (named on the left), one column per
+    comparison (named on top), one colour bar."""
     models = [m for m in base_models(ds)
               if "cka" in ds and np.isfinite(ds["cka"].sel(model=m).values).any()]
     if not models:
@@ -273,22 +292,18 @@ def cka_grid(ds: xr.Dataset):
                                  for m in models):
         kinds.append(("cka_cross", "against its untrained twin", "untrained twin layer"))
     n = ds.sizes["layer"]
-    side = min(4.2, 1.6 + 0.18 * n)
-    with style.new_figure(side * len(kinds) + 1.0, side * len(models) + 0.5) as fig:
+    side = min(4.2, 1.8 + 0.18 * n)
+    with style.new_figure(side * len(kinds) + 1.2, side * len(models) + 0.4) as fig:
         axes = fig.subplots(len(models), len(kinds), squeeze=False)
-        for row, model in zip(axes, models):
-            for ax, (var, what, ylabel) in zip(row, kinds):
-                im = ax.imshow(ds[var].sel(model=model).values.T, vmin=0, vmax=1,
-                               cmap=_cmap("magma", "0.9"), origin="lower",
-                               interpolation="nearest")
-                ax.grid(False)
-                if n <= 8:
-                    _cell_values(ax, im, ds[var].sel(model=model).values.T, "{:.2f}")
-                ax.set_title(_wrap(f"{model}: {what}", 40))
-                style.layer_ticks(ax, ds, [model], "x", style.tick_step(n, 12))
-                style.layer_ticks(ax, ds, [model], "y", style.tick_step(n, 12))
-                ax.set_xlabel(_layer_axis(ds, [model]))
-                ax.set_ylabel(ylabel)
+        images = []
+        for i, model in enumerate(models):
+            for j, (var, what, ylabel) in enumerate(kinds):
+                ax = axes[i, j]
+                images.append(_cka_panel(ax, ds, var, model, n))
+                ax.set_ylabel(f"{_wrap(model, 24)}\n{ylabel}" if j == 0 else ylabel)
+                if i == 0:
+                    ax.set_title(what)
+        im = next(x for x in images if x is not None)
         fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="linear CKA")
     return fig
 

@@ -20,8 +20,9 @@ CAPTIONS = {
     "heatmap": "Test score per layer and task; the box marks the layer selected on "
                "validation; one colour scale per metric, so a uniform row means the layers "
                "do not differ.",
-    "layer_curves": "Test score against layer (bands: bootstrap interval over test series; "
-                    "ring: layer selected on validation; grey: controls).",
+    "layer_curves": "Test score against layer (band, or bars when models share a panel: "
+                    "bootstrap interval over test series; ring: layer selected on validation; "
+                    "grey: controls).",
     "cka": "Linear CKA between layers (1 = the same representation up to rotation and "
            "scale).",
     "diagnostics": "Label-free diagnostics per layer (mean over heads for attention).",
@@ -49,7 +50,10 @@ def decimals(scale: float) -> int:
 
 
 def _signed(x: float, places: int) -> str:
-    return "0" if x == 0 else f"{x:+.{places}f}" if abs(x) < 1e4 else f"{x:+.3g}"
+    """``+0.012``; "0" for what rounds to zero at ``places`` (no "-0.000")."""
+    if abs(x) >= 1e4:
+        return f"{x:+.3g}"
+    return "0" if round(abs(x), places) == 0 else f"{x:+.{places}f}"
 
 
 def diff(v: float, lo: float, hi: float, same: str = "0", scale: float = 1.0) -> str:
@@ -61,6 +65,8 @@ def diff(v: float, lo: float, hi: float, same: str = "0", scale: float = 1.0) ->
     if v == 0 and lo == 0 and hi == 0:
         return same
     p = decimals(scale)
+    while significant(lo, hi) and p < 8 and min(abs(lo), abs(hi)) < 0.5 * 10.0 ** -p:
+        p += 1  # a real difference never prints as [0, 0]
     text = f"{_signed(v, p)} [{_signed(lo, p)}, {_signed(hi, p)}]" \
         if np.isfinite(lo) and np.isfinite(hi) else _signed(v, p)
     return f"**{text}**" if significant(lo, hi) else text
