@@ -29,16 +29,26 @@ CAPTIONS = {
 }
 
 
-def num(v: float) -> str:
-    return "–" if v is None or not np.isfinite(v) else f"{v:.3g}"
+def num(v: float, places: int | None = None) -> str:
+    """A score: ``places`` decimals (see :func:`decimals`), or 3 significant digits."""
+    if v is None or not np.isfinite(v):
+        return "–"
+    return f"{v:.3g}" if places is None or abs(v) >= 1e4 else f"{v:.{places}f}"
 
 
-def with_ci(v: float, lo: float, hi: float) -> str:
+def with_ci(v: float, lo: float, hi: float, places: int | None = None) -> str:
     if not np.isfinite(v):
         return "–"
     if np.isfinite(lo) and np.isfinite(hi):
-        return f"{v:.3g} [{lo:.3g}, {hi:.3g}]"
-    return f"{v:.3g}"
+        return f"{num(v, places)} [{num(lo, places)}, {num(hi, places)}]"
+    return num(v, places)
+
+
+def metric_scales(table: pd.DataFrame) -> dict[str, float]:
+    """Typical size (median |score|) of each metric, so a metric prints with the same
+    decimals in every row."""
+    return {m: float(np.nanmedian(np.abs(sub["score"].to_numpy(float))))
+            for m, sub in table.groupby("metric")}
 
 
 def decimals(scale: float) -> int:
@@ -98,17 +108,20 @@ def summary_markdown(table: pd.DataFrame, ds: xr.Dataset) -> str:
     lines = ["## Summary", "",
              f"| task | metric | model | selected layer: score [{ci:.0%}] | last layer | gap "
              "| vs best control | floor | ceiling |", "|---|---|---|---|---|---|---|---|---|"]
+    scales = metric_scales(table)
     for r in table.itertuples():
+        scale = scales[r.metric]
         ctl = r.best_control.split("/", 1)[-1] if r.best_control else ""
-        vs = f"{diff(r.vs_control, r.vs_control_lo, r.vs_control_hi, '0', r.score)} ({ctl})" \
+        vs = f"{diff(r.vs_control, r.vs_control_lo, r.vs_control_hi, '0', scale)} ({ctl})" \
             if ctl else "–"
+        p = decimals(scale)
         lines.append(
             f"| {r.task} | {r.metric} {_arrow(r)} | {r.model} | "
             f"{layer_label(ds, r.model, r.selected_layer)}: "
-            f"{with_ci(r.score, r.score_lo, r.score_hi)} | "
-            f"{layer_label(ds, r.model, r.last_layer)}: {num(r.last)} | "
-            f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME, r.score)} | {vs} | {num(r.floor)} | "
-            f"{num(r.ceiling)} |")
+            f"{with_ci(r.score, r.score_lo, r.score_hi, p)} | "
+            f"{layer_label(ds, r.model, r.last_layer)}: {num(r.last, p)} | "
+            f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME, scale)} | {vs} | {num(r.floor, p)} | "
+            f"{num(r.ceiling, p)} |")
     lines += ["", "*Selected*: the layer chosen on the validation series, scored on the test "
               "series. *Gap*: selected minus last layer; *vs best control*: selected minus the "
               "best control chosen on validation (untrained twin, raw window, periodogram, "
@@ -185,16 +198,17 @@ def diagnostics_markdown(ds: xr.Dataset) -> str:
 def details_markdown(table: pd.DataFrame, ds: xr.Dataset) -> str:
     """Every model, controls included, one table per family; the test-oracle layer is an
     upper bound only, never a result."""
-    lines = []
+    lines, scales = [], metric_scales(table)
     for family, sub in table.groupby("family", sort=False):
         lines += [f"## Details: {family}", "",
                   "| model | task | metric | selected layer (oracle) | score | last | gap | p |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in sub.itertuples():
+            p = decimals(scales[r.metric])
             lines.append(f"| {r.model} | {r.task} | {r.metric} {_arrow(r)} | "
                          f"{layer_label(ds, r.model, r.selected_layer)} (L{r.oracle_layer}) | "
-                         f"{with_ci(r.score, r.score_lo, r.score_hi)} | {num(r.last)} | "
-                         f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME, r.score)} | "
+                         f"{with_ci(r.score, r.score_lo, r.score_hi, p)} | {num(r.last, p)} | "
+                         f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME, scales[r.metric])} | "
                          f"{num(r.pvalue)} |")
         lines.append("")
     if lines:
