@@ -87,3 +87,23 @@ def test_report_rejects_non_results(tmp_path):
     xr.Dataset({"x": ("a", [1.0])}).to_netcdf(junk, engine="h5netcdf")
     with pytest.raises(ValueError, match="not a tslayers results file"):
         render_report(junk, tmp_path / "out")
+
+
+def test_best_kept_is_a_share_only_of_a_score_that_is_not_within_noise(results):
+    from tslayers.probing import layer_table
+    from tslayers.probing.analysis import significant
+    from tslayers.report import alignment_markdown
+
+    aligned = results.assign_coords(model=[m.replace("forecast", "contrastive+align-forecast")
+                                           for m in results["model"].values.tolist()])
+    row = {k: v for k, v in ALIGNMENT["forecast-align-s0"]["scores"]["latent/r2"].items()}
+    scores = {f"{t}/r2": {**row, "best_kept": 0.9} for t in ("latent", "forecast/h1/last")}
+    text = alignment_markdown({"forecast-contrastive-s0": {"kind": "forecast", "layer": 2,
+                                                           "target": "forecast",
+                                                           "scores": scores}}, aligned)
+    assert "truncated at layer 2" in text
+    table = layer_table(aligned, ["contrastive"]).set_index("task")
+    for task in ("latent", "forecast/h1/last"):
+        line = [x for x in text.splitlines() if x.startswith(f"| {task} |")][0]
+        real = significant(table.loc[task, "score_lo"], table.loc[task, "score_hi"])
+        assert line.endswith("| 90% |" if real else "| within noise |"), line

@@ -29,7 +29,7 @@ def _load(results: str | Path | xr.Dataset) -> xr.Dataset:
     return read_results(results)
 
 
-def _alignment(results: str | Path | xr.Dataset, out: Path) -> str:
+def _alignment(results: str | Path | xr.Dataset, ds: xr.Dataset, out: Path) -> str:
     """The alignment section from ``alignment.json`` beside a results file (copied into
     ``out``), or in ``out`` when the results come as a Dataset; "" when there is none."""
     source = out / ALIGNMENT_FILE if isinstance(results, xr.Dataset) else \
@@ -39,7 +39,7 @@ def _alignment(results: str | Path | xr.Dataset, out: Path) -> str:
     summaries = json.loads(source.read_text())
     if source.resolve() != (out / ALIGNMENT_FILE).resolve():
         shutil.copyfile(source, out / ALIGNMENT_FILE)
-    return alignment_markdown(summaries) if summaries else ""
+    return alignment_markdown(summaries, ds) if summaries else ""
 
 
 def render_report(results: str | Path | xr.Dataset, out_dir: str | Path) -> Path:
@@ -49,7 +49,7 @@ def render_report(results: str | Path | xr.Dataset, out_dir: str | Path) -> Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = [p.stem for p in write_figures(ds, out)]
-    text, table = report_markdown(ds, figures, _alignment(results, out))
+    text, table = report_markdown(ds, figures, _alignment(results, ds, out))
     md = atomic_write_text(out / "report.md", text)
     atomic_write_text(out / "layers.csv", table.to_csv(index=False))
     atomic_write_text(out / "report.html", markdown_to_html(text, out))
