@@ -68,3 +68,21 @@ def test_gap_closed_is_a_percentage_only_when_gap_and_change_are_both_real():
     line = [x for x in text.splitlines() if x.startswith("| forecast/h1/last")][0]
     assert "within noise" in line and "10%" not in line
     assert "**+0.100 [+0.050, +0.150]**" in line  # the real gap is bold
+
+
+def test_findings_list_only_the_claims_the_intervals_support():
+    import xarray as xr
+
+    from tslayers.report.markdown import findings
+
+    nan = float("nan")
+    rows = [dict(model="a", task="latent", metric="r2", selected_layer=2, score=0.6,
+                 gap=0.05, gap_lo=0.01, gap_hi=0.09, vs_control=-0.057, vs_control_lo=-0.19,
+                 vs_control_hi=-0.007, best_control="a/untrained"),
+            dict(model="b", task="latent", metric="r2", selected_layer=1, score=0.6,
+                 gap=0.05, gap_lo=-0.01, gap_hi=0.09, vs_control=nan, vs_control_lo=nan,
+                 vs_control_hi=nan, best_control="")]
+    lines = findings(pd.DataFrame(rows), xr.Dataset())
+    assert lines == ["a, latent: L2 beats the last layer by 0.050 [0.010, 0.090]",
+                     "a, latent: trails its best control (untrained) by 0.057 [0.007, 0.190]"]
+    assert "beyond noise" in findings(pd.DataFrame(rows[1:]), xr.Dataset())[0]

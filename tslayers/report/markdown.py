@@ -102,10 +102,39 @@ def _arrow(r) -> str:
     return "↑" if r.higher_is_better else "↓"
 
 
+def _size(v: float, lo: float, hi: float, scale: float) -> str:
+    """The magnitude of a difference of either sign, with its interval: ``0.057 [0.007, 0.190]``."""
+    if v < 0:
+        v, lo, hi = -v, -hi, -lo
+    p = decimals(scale)
+    return f"{v:.{p}f} [{lo:.{p}f}, {hi:.{p}f}]"
+
+
+def findings(table: pd.DataFrame, ds: xr.Dataset, most: int = 8) -> list[str]:
+    """The claims the intervals support, one line each: an intermediate layer beating the
+    last one, and a model beating (or trailing) its best control."""
+    scales = metric_scales(table)
+    out = []
+    for r in table.itertuples():
+        scale = scales[r.metric]
+        if significant(r.gap_lo, r.gap_hi) and r.gap > 0:
+            out.append(f"{r.model}, {r.task}: {layer_label(ds, r.model, r.selected_layer)} "
+                       f"beats the last layer by {_size(r.gap, r.gap_lo, r.gap_hi, scale)}")
+        if significant(r.vs_control_lo, r.vs_control_hi) and r.best_control:
+            word = "beats" if r.vs_control > 0 else "trails"
+            ctl = r.best_control.split("/", 1)[-1]
+            out.append(f"{r.model}, {r.task}: {word} its best control ({ctl}) by "
+                       f"{_size(r.vs_control, r.vs_control_lo, r.vs_control_hi, scale)}")
+    if len(out) > most:
+        out = out[:most] + [f"and {len(out) - most} more in the table below"]
+    return out or ["No layer beats the last one and no model differs from its best control "
+                   "beyond noise."]
+
+
 def summary_markdown(table: pd.DataFrame, ds: xr.Dataset) -> str:
     """The study at a glance, base models only; how to read it follows the table."""
     ci = float(ds.attrs.get("ci", 0.9))
-    lines = ["## Summary", "",
+    lines = ["## Summary", "", *(f"- {x}" for x in findings(table, ds)), "",
              f"| task | metric | model | selected layer: score [{ci:.0%}] | last layer | gap "
              "| vs best control | floor | ceiling |", "|---|---|---|---|---|---|---|---|---|"]
     scales = metric_scales(table)
