@@ -6,6 +6,8 @@ from :mod:`tslayers.probing.analysis`; a difference is bold only when its interv
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -224,20 +226,21 @@ def diagnostics_markdown(ds: xr.Dataset) -> str:
                       "|---|---|---|---|", *rows]) + "\n\n"
 
 
-def details_markdown(table: pd.DataFrame, ds: xr.Dataset) -> str:
+def details_markdown(table: pd.DataFrame, ds: xr.Dataset,
+                     scales: dict[str, float] | None = None) -> str:
     """Every model, controls included, one table per family; the test-oracle layer is an
     upper bound only, never a result."""
-    lines, scales = [], metric_scales(table)
+    lines, scales = [], scales or metric_scales(table)
     for family, sub in table.groupby("family", sort=False):
         lines += [f"## Details: {family}", "",
                   "| model | task | metric | selected layer (oracle) | score | last | gap | p |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in sub.itertuples():
-            p = decimals(scales[r.metric])
+            p = decimals(scales.get(r.metric, np.nan))
             lines.append(f"| {r.model} | {r.task} | {r.metric} {_arrow(r)} | "
                          f"{layer_label(ds, r.model, r.selected_layer)} (L{r.oracle_layer}) | "
                          f"{with_ci(r.score, r.score_lo, r.score_hi, p)} | {num(r.last, p)} | "
-                         f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME, scales[r.metric])} | "
+                         f"{diff(r.gap, r.gap_lo, r.gap_hi, SAME, scales.get(r.metric, np.nan))} | "
                          f"{num(r.pvalue)} |")
         lines.append("")
     if lines:
@@ -275,6 +278,7 @@ def report_markdown(ds: xr.Dataset, figures: list[str] | None = None,
     if table.empty:
         raise ValueError("the results hold no finite scores to report")
     bases = base_models(ds)
+    summary = _by_task(table[table["model"].isin(bases)], ds)
     n_controls = ds.sizes["model"] - len(bases)
     ci = float(ds.attrs.get("ci", 0.9))
     text = ["# Layerwise probing report", "",
@@ -282,9 +286,8 @@ def report_markdown(ds: xr.Dataset, figures: list[str] | None = None,
             f"{ds.sizes['seed']}. Layers are chosen on the validation series and scored on the "
             f"test series; [intervals] are {ci:.0%} paired bootstrap intervals over test series "
             "(across seeds when there are several).", "",
-            summary_markdown(_by_task(table[table["model"].isin(bases)], ds), ds),
-            figures_markdown(figures or []), diagnostics_markdown(ds),
-            details_markdown(table, ds)]
+            summary_markdown(summary, ds), figures_markdown(figures or []),
+            diagnostics_markdown(ds), details_markdown(table, ds, metric_scales(summary))]
     if alignment:
         text.append(alignment)
-    return "\n".join(text).rstrip("\n") + "\n", table
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(text)).rstrip("\n") + "\n", table
