@@ -1,43 +1,85 @@
-"""Rendering: the summary shows selected layers, controls and intervals; figures; commands."""
+"""The report folder: summary first, the same markdown wherever it is regenerated (alignment
+included), an HTML twin with the figures inline, and the command writing where it is told."""
 
 import argparse
+import json
+import re
 
 import pytest
-import torch
 import xarray as xr
 
-from tslayers.data import make_lgssm
-from tslayers.model import EncoderConfig, TemporalEncoder
-from tslayers.probing import ProbeConfig, probe_encoder, write_results
+from tslayers.probing import write_results
 from tslayers.report import render_report, report_command
+
+ALIGNMENT = {"forecast-align-s0": {"target": "forecast", "layer": 1, "scores": {
+    "forecast/h1/last/r2": {"target": True, "last_before": 0.30, "last_after": 0.42,
+                            "change": 0.12, "change_lo": 0.05, "change_hi": 0.20,
+                            "gap_before": 0.10, "gap_lo": 0.04, "gap_hi": 0.16,
+                            "gap_closed": 1.2, "gap_closed_lo": 0.5, "gap_closed_hi": 2.0,
+                            "best_kept": 1.05},
+    "latent/r2": {"target": False, "last_before": 0.61, "last_after": 0.60,
+                  "change": -0.01, "change_lo": -0.03, "change_hi": 0.01,
+                  "gap_before": 0.001, "gap_lo": -0.01, "gap_hi": 0.01,
+                  "gap_closed": float("nan"), "gap_closed_lo": float("nan"),
+                  "gap_closed_hi": float("nan"), "best_kept": 0.98}}}}
 
 
 @pytest.fixture(scope="module")
-def results():
-    torch.manual_seed(0)
-    enc = TemporalEncoder(EncoderConfig(n_channels=3, patch_len=8, d_model=16, n_layers=2,
-                                        n_heads=2))
-    cfg = ProbeConfig(tasks=["latent", "forecast"], horizons=[1], forecast_from=["last"],
-                      context=64, max_windows=128, bootstrap=20, permutations=10,
-                      controls=["untrained", "raw-window"], progress=False)
-    return probe_encoder(enc, make_lgssm(n_series=36, length=80), cfg, model_name="m")
+def study_report(results, tmp_path_factory):
+    """A report folder as a study writes it: results.nc and alignment.json, then the report
+    rendered from the in-memory results."""
+    d = tmp_path_factory.mktemp("study") / "report"
+    d.mkdir()
+    write_results(results, d / "results.nc")
+    (d / "alignment.json").write_text(json.dumps(ALIGNMENT, indent=2))
+    return render_report(results, d)
 
 
-def test_render_report_and_command(results, tmp_path):
-    path = write_results(results, tmp_path / "results.nc")
-    md = render_report(path, tmp_path / "rep")
-    text = md.read_text()
-    assert "## Summary" in text and "| latent | r2 ↑ | m | L" in text
-    row = [line for line in text.splitlines() if line.startswith("| latent | r2 ↑ | m |")][0]
-    assert "[" in row and ("untrained" in row or "raw-window" in row)  # interval and control
-    ceiling = float(results["optimum"].sel(model="m", task="latent", metric="r2",
+def test_summary_comes_first_with_selected_layer_interval_control_and_ceiling(results,
+                                                                               study_report):
+    text = study_report.read_text()
+    order = [text.index(h) for h in ("## Summary", "## Figures", "## Label-free diagnostics",
+                                     "## Details", "## Alignment")]
+    assert order == sorted(order)
+    rows = [x for x in text.splitlines() if x.startswith("| latent | r2 ↑ | contrastive |")]
+    assert len(rows) == 1
+    ceiling = float(results["optimum"].sel(model="contrastive", task="latent", metric="r2",
                                            split="test").mean())
-    assert f"{ceiling:.3g}" in row
-    for png in ("heatmap_m.png", "layer_curves.png", "cka.png", "diagnostics.png"):
-        assert (tmp_path / "rep" / png).stat().st_size > 1000
-    assert report_command(argparse.Namespace(results=str(path), out=None)) == 0
-    assert (tmp_path / "report.md").exists()  # beside the results, not in a nested folder
-    assert (tmp_path / "report.md").read_text() == text.replace("(rep/", "(")
+    assert re.search(r"L\d: [-0-9.]+ \[[-0-9.]+, [-0-9.]+\]", rows[0])  # score [interval]
+    assert f"{ceiling:.3g}" in rows[0] and ("(untrained)" in rows[0] or "(raw-window)" in rows[0])
+    summary = text[text.index("## Summary"):text.index("## Figures")]
+    assert "permuted" not in summary and "contrastive/" not in summary  # base models only
+    assert "%" not in summary.replace("[90%]", "")
+
+
+def test_the_command_regenerates_the_same_markdown_anywhere(study_report, tmp_path):
+    folder = study_report.parent
+    again = tmp_path / "elsewhere"
+    assert report_command(argparse.Namespace(results=str(folder / "results.nc"),
+                                             out=str(again))) == 0
+    assert (again / "report.md").read_text() == study_report.read_text()
+    assert (again / "alignment.json").read_text() == (folder / "alignment.json").read_text()
+    assert report_command(argparse.Namespace(results=str(folder / "results.nc"), out=None)) == 0
+    assert not (folder / "report").exists()  # beside the results, never nested
+    assert (folder / "report.md").read_text() == study_report.read_text()
+
+
+def test_alignment_section_says_within_noise_instead_of_a_share_of_nothing(study_report):
+    text = study_report.read_text()
+    section = text[text.index("## Alignment"):]
+    target = [x for x in section.splitlines() if x.startswith("| forecast/h1/last")][0]
+    assert "**+0.120 [+0.050, +0.200]**" in target and "120% [50%, 200%]" in target
+    latent = [x for x in section.splitlines() if x.startswith("| latent")][0]
+    assert "within noise" in latent and "nan" not in latent.lower()
+
+
+def test_html_is_one_self_contained_file(study_report):
+    html = study_report.with_suffix(".html").read_text()
+    pngs = sorted(p.stem for p in study_report.parent.glob("*.png"))
+    assert html.count('src="data:image/png;base64,') == len(pngs) >= 4
+    assert not re.search(r'src="(?!data:)', html) and "<link" not in html
+    assert "<h2>Summary</h2>" in html and "<table>" in html and "<strong>" in html
+    assert "**" not in html and "<style>" in html
 
 
 def test_report_rejects_non_results(tmp_path):
@@ -45,3 +87,23 @@ def test_report_rejects_non_results(tmp_path):
     xr.Dataset({"x": ("a", [1.0])}).to_netcdf(junk, engine="h5netcdf")
     with pytest.raises(ValueError, match="not a tslayers results file"):
         render_report(junk, tmp_path / "out")
+
+
+def test_best_kept_is_a_share_only_of_a_score_that_is_not_within_noise(results):
+    from tslayers.probing import layer_table
+    from tslayers.probing.analysis import significant
+    from tslayers.report import alignment_markdown
+
+    aligned = results.assign_coords(model=[m.replace("forecast", "contrastive+align-forecast")
+                                           for m in results["model"].values.tolist()])
+    row = {k: v for k, v in ALIGNMENT["forecast-align-s0"]["scores"]["latent/r2"].items()}
+    scores = {f"{t}/r2": {**row, "best_kept": 0.9} for t in ("latent", "forecast/h1/last")}
+    text = alignment_markdown({"forecast-contrastive-s0": {"kind": "forecast", "layer": 2,
+                                                           "target": "forecast",
+                                                           "scores": scores}}, aligned)
+    assert "truncated at layer 2" in text
+    table = layer_table(aligned, ["contrastive"]).set_index("task")
+    for task in ("latent", "forecast/h1/last"):
+        line = [x for x in text.splitlines() if x.startswith(f"| {task} |")][0]
+        real = significant(table.loc[task, "score_lo"], table.loc[task, "score_hi"])
+        assert line.endswith("| 90% |" if real else "| within noise |"), line
