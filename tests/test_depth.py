@@ -132,3 +132,32 @@ def test_config_rejects_alignment_and_bad_depths(tmp_path):
     path.write_text(yaml.safe_dump({"depth": [2]}))
     with pytest.raises(ConfigError, match="Did you mean 'depths'"):
         load_config(DepthStudyConfig, path)
+
+
+def _family_rows(gaps, objective="forecast", family="dense"):
+    """Rows of a family table: gaps = {depth: (gap, lo, hi)}."""
+    return [dict(family=family, objective=objective, depth=d, gap=g, gap_lo=lo, gap_hi=hi,
+                 rel_layer=0.5, n_tasks=1, n_seeds=3) for d, (g, lo, hi) in gaps.items()]
+
+
+def test_depth_answer_reads_the_intervals():
+    import pandas as pd
+
+    from tslayers.report.depth import depth_answer
+
+    flat = {2: (0.0, -0.01, 0.01), 16: (0.01, -0.01, 0.03)}
+    twin = _family_rows({2: (0.0, -0.01, 0.01), 16: (0.0, -0.01, 0.01)}, "untrained")
+    none = pd.DataFrame(_family_rows(flat) + twin)
+    assert depth_answer(none) == "No depth shows a gap whose interval excludes 0."
+
+    grows = pd.DataFrame(_family_rows({2: (0.01, -0.01, 0.02), 16: (0.08, 0.05, 0.11)}) + twin)
+    assert depth_answer(grows) == ("The gap grows with depth for forecast on dense: 0.01 at L=2 "
+                                   "to 0.08 at L=16 [0.05, 0.11].")
+    # the same gap in the untrained twin: depth alone explains it, so no growth is claimed
+    twin_gap = _family_rows({2: (0.0, -0.01, 0.01), 16: (0.09, 0.06, 0.12)}, "untrained")
+    explained = depth_answer(pd.DataFrame(_family_rows({2: (0.01, -0.01, 0.02),
+                                                        16: (0.08, 0.05, 0.11)}) + twin_gap))
+    assert explained.startswith("Some gaps exclude 0 (forecast on dense at L=16")
+    # a significant gap only at the shallow end does not grow either
+    shrinks = pd.DataFrame(_family_rows({2: (0.08, 0.05, 0.11), 16: (0.0, -0.01, 0.01)}) + twin)
+    assert "none grows with depth" in depth_answer(shrinks)
