@@ -1,18 +1,17 @@
-"""How long will a depth study take? Short measurements, extrapolated to the whole config.
+"""How long will a depth study take? Short CPU-time measurements, extrapolated to the config.
 
-Measures at two depths (default 2 and 8):
-- seconds per training step of every objective (fwd + bwd + AdamW after a warm-up;
-  ``bench_pretrain.step_time``);
-- one real pretrain stage of 2 steps (the fixed cost of a stage: data, Lightning, checkpoints)
-  and one probe stage (every layer, every task, the untrained twin) of the first objective,
-  through ``run_study``.
-Step time and probe time are taken as linear in depth (a + b L) and summed over the config:
-depths x seeds x objectives x (fixed + steps x step + validation batches x step / 3) plus a probe
-stage each. Both wall-clock and process-CPU seconds are reported: on a shared machine the wall
-clock is inflated by other work, while CPU seconds approximate the wall time on a quiet machine
-when a second thread gives these small models little (an upper bound otherwise).
+At each measured depth (default 2 and 8), in one thread:
+- ``step``: CPU seconds of one bare training step (fwd + bwd + AdamW) of every objective;
+- ``pretrain_2`` / ``pretrain_N``: CPU seconds of a real pretrain stage (``pretrain``: data,
+  Lightning, validation, checkpoints, export) of the first objective with 2 and 2 + ``--steps``
+  steps; their difference gives the per-step cost inside Lightning, their intercept the fixed
+  cost of a stage;
+- ``probe``: CPU seconds of the probe stage of that encoder (every layer, task and control).
+Every cost is taken as linear in depth (a + b L) and summed over depths x seeds x objectives.
+CPU seconds are used because the machine may be shared (wall time then says little); in one
+thread they are the wall time a quiet machine needs, and an upper bound for two threads.
 
-    python benchmarks/bench_depth.py configs/study/depth.yaml            # ~5 min on 2 cores
+    python benchmarks/bench_depth.py configs/study/depth.yaml            # ~4 min, 1 thread
     python benchmarks/bench_depth.py configs/study/depth.yaml --json t.json
 """
 
@@ -24,83 +23,98 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from bench_pretrain import step_time
+import torch
 
 from tslayers.config import load_config
+from tslayers.data import SeriesDataModule
 from tslayers.depth import DepthStudyConfig
-from tslayers.stages import MARKER
-from tslayers.study import run_study
-from tslayers.training import PretrainConfig
+from tslayers.model import TemporalEncoder
+from tslayers.objectives import load_objective
+from tslayers.probing import probe_sources
+from tslayers.training import PretrainConfig, pretrain
+from tslayers.training.pretraining import build_models
+
+REPORT_S = 10.0  # CPU seconds of a per-depth report stage (markdown + figures), measured once
 
 
-def _clock() -> np.ndarray:
-    return np.array([time.perf_counter(), time.process_time()])
+def _cpu(work: Callable[[], object]) -> float:
+    t = time.process_time()
+    work()
+    return time.process_time() - t
 
 
-def measure(config: DepthStudyConfig, depth: int) -> dict:
-    """(wall, cpu) seconds per step of each objective, and of the fixed pretrain stage and
-    the probe stage of the first objective, at one depth."""
+def step_cpu(config: PretrainConfig, n: int = 6) -> float:
+    """Median CPU seconds of a bare training step, after one warm-up step."""
+    batch = next(iter(SeriesDataModule(config.data).train_dataloader()))
+    encoder, objective = build_models(config.encoder, config)
+    opt = torch.optim.AdamW([p for m in (encoder, objective) for p in m.parameters()
+                             if p.requires_grad])
+
+    def step() -> None:
+        loss = objective(encoder, batch).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return float(np.median([_cpu(step) for _ in range(n + 1)][1:]))
+
+
+def measure(config: DepthStudyConfig, depth: int, steps: int) -> dict:
+    """The CPU costs (seconds) of one depth: bare steps, two pretrain stages, one probe."""
     study = config.study
-    encoder = dataclasses.replace(study.encoder, n_layers=depth)
-    row: dict = {"depth": depth, "step": {}}
-    for obj in study.objectives:
-        cfg = PretrainConfig(data=dataclasses.replace(study.data), encoder=encoder,
-                             objective=obj, train=study.train)
-        t0 = _clock()
-        wall = step_time(cfg, n=4)
-        spent = _clock() - t0
-        row["step"][obj.name] = [wall, wall * spent[1] / spent[0]]  # cpu: the call's cpu/wall
-    short = dataclasses.replace(study.train, max_steps=2, warmup_steps=1, val_check_interval=2,
-                                ckpt_every_n_steps=2)
-    one = dataclasses.replace(study, objectives=study.objectives[:1], seeds=study.seeds[:1],
-                              encoder=encoder, train=short)
+    encoder_cfg = dataclasses.replace(study.encoder, n_layers=depth)
+    cfgs = {o.name: PretrainConfig(data=dataclasses.replace(study.data), encoder=encoder_cfg,
+                                   objective=o, train=study.train) for o in study.objectives}
+    row: dict = {"depth": depth, "step": {name: step_cpu(c) for name, c in cfgs.items()}}
+    first = study.objectives[0].name
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = _clock()
-        run_study(one, Path(tmp))
-        spent = _clock() - t0
-        tag = f"{one.objectives[0].name}-s{one.seeds[0]}"
-        secs = {s: json.loads((Path(tmp) / s / tag / MARKER).read_text())["seconds"]
-                for s in ("pretrain", "probe")}
-        secs["report"] = json.loads((Path(tmp) / "report" / MARKER).read_text())["seconds"]
-    ratio = spent[1] / spent[0]  # CPU seconds per wall second over the whole run
-    for stage, wall in secs.items():
-        row[stage] = [wall, wall * ratio]
+        for n in (2, 2 + steps):
+            train = dataclasses.replace(study.train, max_steps=n, warmup_steps=1,
+                                        val_check_interval=n, ckpt_every_n_steps=n)
+            cfg = dataclasses.replace(cfgs[first], train=train)
+            run = Path(tmp) / f"steps{n}"
+            row[f"pretrain_{n}"] = _cpu(lambda c=cfg, d=run: pretrain(c, out_dir=d))
+        encoder = TemporalEncoder.from_pretrained(run / "encoder").eval()
+        objective = load_objective(run / "objective", encoder.config)
+        probe_cfg = dataclasses.replace(study.probe, seeds=study.seeds[:1])
+        row["probe"] = _cpu(lambda: probe_sources(encoder, study.probe_data, probe_cfg,
+                                                  model_name=first, objective=objective))
+    row["overhead"] = (row[f"pretrain_{2 + steps}"] - row["pretrain_2"]) / (
+        steps * row["step"][first])
+    row["fixed"] = row["pretrain_2"] - 2 * row["overhead"] * row["step"][first]
     return row
 
 
-def _linear(rows: list[dict], get) -> tuple[np.ndarray, np.ndarray]:
-    """Fit a + b L for the wall and the CPU column; returns the two (a, b) pairs."""
-    depths = np.array([r["depth"] for r in rows], float)
-    vals = np.array([get(r) for r in rows], float)  # (n, 2)
-    fit = [np.polyfit(depths, vals[:, k], 1) if len(rows) > 1 else np.array([0, vals[0, k]])
-           for k in range(2)]
-    return fit[0], fit[1]
-
-
-def _at(fit: tuple[np.ndarray, np.ndarray], depth: int) -> np.ndarray:
-    return np.array([np.polyval(fit[k], depth) for k in range(2)])
+def _linear(rows: list[dict], get: Callable[[dict], float], depth: int) -> float:
+    """a + b L through the measured depths, evaluated at ``depth`` (never below 0)."""
+    x = [r["depth"] for r in rows]
+    y = [get(r) for r in rows]
+    fit = np.polyfit(x, y, 1) if len(rows) > 1 else np.array([0.0, y[0]])
+    return max(0.0, float(np.polyval(fit, depth)))
 
 
 def estimate(config: DepthStudyConfig, rows: list[dict]) -> dict[str, float]:
-    """Extrapolate the measured rows to every depth, seed and objective of the config
-    (minutes, wall and CPU)."""
+    """CPU minutes of the whole config, split into pretraining, probing and reports."""
     study, train = config.study, config.study.train
     n_val = train.max_steps // train.val_check_interval + 1
-    val_batches = n_val * (train.limit_val_batches or 8)
-    fixed, probe, report = (_linear(rows, lambda r, s=s: r[s])
-                            for s in ("pretrain", "probe", "report"))
-    steps = {o.name: _linear(rows, lambda r, o=o.name: r["step"][o]) for o in study.objectives}
-    total = np.zeros(2)
+    val_steps = n_val * (train.limit_val_batches or 8) / 3  # forward only: ~1/3 of a step
+    overhead = float(np.mean([r["overhead"] for r in rows]))
+    out = {"pretrain": 0.0, "probe": 0.0, "report": 0.0}
     for depth in config.depths:
-        for step in steps.values():
-            per_run = (_at(fixed, depth) + _at(step, depth) * (train.max_steps + val_batches / 3)
-                       + _at(probe, depth))
-            total += len(study.seeds) * per_run
-        total += _at(report, depth)
-    return {"wall_min": float(total[0] / 60), "cpu_min": float(total[1] / 60)}
+        for obj in study.objectives:
+            step = _linear(rows, lambda r, o=obj.name: r["step"][o], depth)
+            run = _linear(rows, lambda r: r["fixed"], depth) + \
+                overhead * step * (train.max_steps + val_steps)
+            out["pretrain"] += len(study.seeds) * run
+            out["probe"] += len(study.seeds) * _linear(rows, lambda r: r["probe"], depth)
+        out["report"] += REPORT_S
+    out = {k: v / 60 for k, v in out.items()}
+    out["total"] = sum(out.values())
+    return out
 
 
 def main() -> None:
@@ -108,25 +122,26 @@ def main() -> None:
     ap.add_argument("config", nargs="?", default="configs/study/depth.yaml")
     ap.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     ap.add_argument("--depths", default="2,8", help="depths to measure at")
+    ap.add_argument("--steps", type=int, default=20, help="extra steps of the second pretrain")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads while measuring")
     ap.add_argument("--json", default=None, help="also write the measurements here")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     config = load_config(DepthStudyConfig, args.config, args.overrides)
-    rows = [measure(config, int(d)) for d in args.depths.split(",")]
-    result = {"config": args.config, "overrides": args.overrides, "measured": rows,
-              "load_avg": os.getloadavg(), "cpus": os.cpu_count(),
-              "estimate": estimate(config, rows)}
+    rows = [measure(config, int(d), args.steps) for d in args.depths.split(",")]
+    est = estimate(config, rows)
     for r in rows:
-        steps = ", ".join(f"{k} {v[0] * 1e3:.0f} ms ({v[1] * 1e3:.0f} cpu)"
-                          for k, v in r["step"].items())
-        print(f"L={r['depth']}: step {steps}; pretrain stage (2 steps) {r['pretrain'][0]:.1f} s, "
-              f"probe stage {r['probe'][0]:.1f} s ({r['probe'][1]:.1f} cpu), report "
-              f"{r['report'][0]:.1f} s")
-    est = result["estimate"]
-    print(f"estimate for {args.config}: {est['wall_min']:.0f} min at this machine's load "
-          f"(load average {result['load_avg'][0]:.1f} on {result['cpus']} CPUs), "
-          f"{est['cpu_min']:.0f} CPU-min (~ quiet-machine wall time, upper bound)")
+        steps = ", ".join(f"{k} {v * 1e3:.0f}" for k, v in r["step"].items())
+        print(f"L={r['depth']}: bare step CPU ms: {steps}; Lightning x{r['overhead']:.2f}; "
+              f"pretrain stage fixed {r['fixed']:.1f} s; probe stage {r['probe']:.1f} s")
+    print(f"estimate for {args.config} {' '.join(args.overrides)}: {est['total']:.0f} CPU-min "
+          f"(pretrain {est['pretrain']:.0f}, probe {est['probe']:.0f}, reports "
+          f"{est['report']:.0f}); load average during the measurement {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+        Path(args.json).write_text(json.dumps({"config": args.config, "overrides": args.overrides,
+                                               "threads": args.threads, "measured": rows,
+                                               "estimate_cpu_min": est}, indent=1))
 
 
 if __name__ == "__main__":

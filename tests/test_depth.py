@@ -1,6 +1,8 @@
 """The depth study end to end at depths 1 and 2: per-depth resumable studies, the merged
 results with their depth coordinate, the depth report and its figure."""
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -65,6 +67,10 @@ def test_each_depth_is_its_own_resumable_study(depth_run, capsys):
     for d in ("L01", "L02"):
         assert (run / d / "report" / "results.nc").is_file()
         assert (run / d / "pretrain" / "forecast-s0").is_dir()
+    timing = json.loads((run / "timing.json").read_text())
+    assert set(timing) == {f"L0{d}/{k}" for d in (1, 2) for k in ("pretrain", "probe", "report")
+                           } | {"report"}
+    assert all(v > 0 for v in timing.values())
     capsys.readouterr()
     assert main(["depth", str(path)]) == 0
     out = capsys.readouterr().out

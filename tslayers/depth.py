@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 
 from tslayers.config import load_config, save_config
+from tslayers.io import atomic_write_text
 from tslayers.stages import MARKER, fingerprint, run_stage
 from tslayers.study import StudyConfig
 
@@ -136,8 +137,26 @@ def run_depth_study(config: DepthStudyConfig, out_dir: str | Path | None = None)
 
     key = fingerprint({"depths": {str(k): _finished(p.parent) for k, p in files.items()}})
     run_stage("depth report", out / "report", key, do_report, _log)
-    _log(f"depth report: {out / 'report' / 'depth.md'}")
+    seconds = stage_seconds(out)
+    atomic_write_text(out / "timing.json", json.dumps(seconds, indent=1))
+    _log(f"stage time recorded so far: {sum(seconds.values()) / 60:.1f} min "
+         f"({', '.join(f'{k} {v / 60:.1f}' for k, v in seconds.items())}); "
+         f"depth report: {out / 'report' / 'depth.md'}")
     return out / "report"
+
+
+def stage_seconds(out: Path) -> dict[str, float]:
+    """Seconds recorded by every finished stage under ``out``, summed per depth folder and
+    kind ("L04/pretrain", ..., "report"): the compute a full run took, even across resumes."""
+    totals: dict[str, float] = {}
+    for marker in sorted(out.rglob(MARKER)):
+        parts = marker.relative_to(out).parts[:-1]
+        if any(".stale-" in p or ".damaged-" in p for p in parts):  # moved aside, not used
+            continue
+        kind = "/".join(parts[:2]) if parts[0].startswith("L") else parts[0]
+        seconds = json.loads(marker.read_text()).get("seconds", 0.0)
+        totals[kind] = round(totals.get(kind, 0.0) + float(seconds), 2)
+    return totals
 
 
 def depth_command(args: Any) -> int:
