@@ -9,7 +9,7 @@ import yaml
 
 from tslayers.cli import main
 from tslayers.config import ConfigError, load_config
-from tslayers.depth import DepthStudyConfig, depth_name, parse_depth_name
+from tslayers.depth import DepthStudyConfig, depth_name, parse_depth_name, unstack_depth
 from tslayers.probing import read_results
 
 _TRAIN = {"max_steps": 6, "warmup_steps": 1, "val_check_interval": 3, "ckpt_every_n_steps": 3,
@@ -57,9 +57,14 @@ def test_results_gain_a_depth_coordinate(depth_run):
         finite = ds["layer"].values[np.isfinite(r2.sel(model=name).values)]
         assert finite.tolist() == list(range(d + 1))
         assert float(ds["last_layer"].sel(model=name, task="latent", metric="r2")) == d
-    # the depth dimension: selecting one depth leaves that depth's models only
-    at2 = ds.where(ds["depth"] == 2, drop=True)
-    assert set(at2["model"].values.tolist()) == {m for m in models if "@L2" in m}
+    # the depth dimension: model -> objective x control x depth
+    wide = unstack_depth(ds)
+    assert wide["depth"].values.tolist() == [1, 2]
+    assert set(wide["control"].values.tolist()) == {"", "untrained"}
+    gap = wide["gap"].sel(objective="forecast", control="", task="latent", metric="r2")
+    assert set(gap.dims) == {"depth", "seed"}
+    assert float(gap.sel(depth=2, seed=0)) == float(
+        ds["gap"].sel(model="forecast@L2", task="latent", metric="r2", seed=0))
 
 
 def test_each_depth_is_its_own_resumable_study(depth_run, capsys):

@@ -8,14 +8,17 @@ Layout under ``out``::
     L02/, L04/, ...   one ``tslayers run`` study folder per depth (pretrain, probe, report
                       stages; each resumes on its own, so an interrupted sweep restarts where
                       it stopped)
-    report/           results.nc (every depth merged), depth.md, depth.csv, depth.png
+    report/           results.nc (every depth merged), depth.md, depth.png,
+                      depth_families.csv, depth_tasks.csv
+    timing.json       seconds recorded by every stage, per depth and kind
 
 Naming in the merged results: the model of objective ``forecast`` at depth 4 is
 ``forecast@L4`` and its untrained twin ``forecast@L4/untrained``; the ``model`` dimension
-carries two coordinates, ``depth`` (int) and ``objective`` (str). This keeps every
-per-model reader (:func:`~tslayers.probing.analysis.annotate`, ``layer_table``, the standard
-report) working unchanged, because a depth-L model simply has no scores above layer L, while
-``ds.where(ds.depth == 4, drop=True)`` (or grouping by ``depth``) gives the depth dimension.
+carries three coordinates, ``depth`` (int), ``objective`` and ``control`` ("" or
+"untrained"). This keeps every per-model reader (:func:`~tslayers.probing.analysis.annotate`,
+``layer_table``, the standard report) working unchanged, because a depth-L model simply has no
+scores above layer L, while :func:`unstack_depth` turns ``model`` into ``objective`` x
+``control`` x ``depth`` dimensions.
 
 Every depth sees the same pretraining tokens: steps, batch size and context are those of
 ``study``; only ``encoder.n_layers`` changes. Alignment is not part of this study.
@@ -83,13 +86,23 @@ def tag_depth(ds: xr.Dataset, depth: int) -> xr.Dataset:
 
 
 def add_depth_coords(ds: xr.Dataset) -> xr.Dataset:
-    """Attach ``depth`` and ``objective`` coordinates along ``model`` (read from the names)."""
+    """Attach ``depth``, ``objective`` and ``control`` ("" for the trained model, else e.g.
+    "untrained") coordinates along ``model``, read from the names."""
     parsed = [parse_depth_name(str(m)) for m in ds["model"].values]
     if any(p is None for p in parsed):
         bad = [str(m) for m, p in zip(ds["model"].values, parsed) if p is None]
         raise ValueError(f"models without a depth tag: {bad}")
     return ds.assign_coords(depth=("model", np.array([p[1] for p in parsed], dtype=np.int64)),
-                            objective=("model", np.array([p[0] for p in parsed], dtype=object)))
+                            objective=("model", np.array([p[0] for p in parsed], dtype=object)),
+                            control=("model", np.array([p[2].lstrip("/") for p in parsed],
+                                                       dtype=object)))
+
+
+def unstack_depth(ds: xr.Dataset) -> xr.Dataset:
+    """``model`` -> separate ``objective``, ``control`` and ``depth`` dimensions, e.g.
+    ``unstack_depth(ds)["gap"].sel(objective="forecast", control="")`` has dims (task, metric,
+    seed, depth). Depths without a model of a kind are NaN."""
+    return ds.set_index(model=["objective", "control", "depth"]).unstack("model")
 
 
 def merge_depths(files: dict[int, Path]) -> xr.Dataset:
