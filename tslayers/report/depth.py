@@ -7,10 +7,12 @@ Reads merged depth-study results (:mod:`tslayers.depth`: models ``<objective>@L<
 bootstrap interval, and with several pretraining seeds the interval is a t-interval across seeds.
 
 Per task family the gap is the mean over the family's tasks (primary metric each; only tasks
-that every objective has, so the lines compare like with like), averaged per seed before the
-interval is taken. The control line is the untrained twin at each depth: the twins of all
-objectives share architecture and initialisation seed, so the first objective's twin stands
-for them.
+that every objective has, so the lines compare like with like; R², accuracy and AUROC share
+a 0-1 scale), averaged per seed before the interval is taken: a t-interval across pretraining
+seeds, or with one seed the mean of the tasks' bootstrap bounds (wider than the interval of
+the mean unless the tasks move together, so conservative). The control line is the untrained
+twin at each depth: the twins of all objectives share architecture and initialisation seed,
+so the first objective's twin stands for them.
 """
 
 from __future__ import annotations
