@@ -162,8 +162,8 @@ def test_depth_answer_reads_the_intervals():
     assert depth_answer(none) == "No depth shows a gap whose interval excludes 0."
 
     grows = pd.DataFrame(_family_rows({2: (0.01, -0.01, 0.02), 16: (0.08, 0.05, 0.11)}) + twin)
-    assert depth_answer(grows) == ("The gap grows with depth for forecast on dense: 0.01 at L=2 "
-                                   "to 0.08 at L=16 [0.05, 0.11].")
+    assert depth_answer(grows) == ("The gap grows with depth for forecast on dense: 0.010 at "
+                                   "L=2 to 0.080 at L=16 [0.050, 0.110].")
     # the same gap in the untrained twin: depth alone explains it, so no growth is claimed
     twin_gap = _family_rows({2: (0.0, -0.01, 0.01), 16: (0.09, 0.06, 0.12)}, "untrained")
     explained = depth_answer(pd.DataFrame(_family_rows({2: (0.01, -0.01, 0.02),
@@ -172,3 +172,16 @@ def test_depth_answer_reads_the_intervals():
     # a significant gap only at the shallow end does not grow either
     shrinks = pd.DataFrame(_family_rows({2: (0.08, 0.05, 0.11), 16: (0.0, -0.01, 0.01)}) + twin)
     assert "none grows with depth" in depth_answer(shrinks)
+
+
+def test_seed_interval_never_narrower_than_the_bootstrap():
+    from tslayers.report.depth import _interval
+
+    # two seeds that agree exactly: the t-interval has width 0, the bootstrap does not
+    mean, lo, hi = _interval(np.array([0.005, 0.005]), np.array([-0.01, -0.02]),
+                             np.array([0.02, 0.03]), 0.9)
+    assert mean == pytest.approx(0.005) and lo == pytest.approx(-0.015)
+    assert hi == pytest.approx(0.025)
+    # seeds that disagree: the t-interval is the wider one
+    mean, lo, hi = _interval(np.array([0.0, 0.1, 0.2]), np.full(3, 0.09), np.full(3, 0.11), 0.9)
+    assert lo < 0.0 and hi > 0.2

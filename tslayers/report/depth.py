@@ -4,13 +4,14 @@ Reads merged depth-study results (:mod:`tslayers.depth`: models ``<objective>@L<
 ``depth`` and ``objective`` coordinates). Every number comes from
 :mod:`tslayers.probing.analysis`: the layer is selected on validation series, the gap
 (selected - last, > 0 = an inner layer is better) is scored on test series with a paired
-bootstrap interval, and with several pretraining seeds the interval is a t-interval across seeds.
+bootstrap interval (and across pretraining seeds when there are several, see below).
 
 Per task family the gap is the mean over the family's tasks (primary metric each; only tasks
 that every objective has, so the lines compare like with like; R², accuracy and AUROC share
-a 0-1 scale), averaged per seed before the interval is taken: a t-interval across pretraining
-seeds, or with one seed the mean of the tasks' bootstrap bounds (wider than the interval of
-the mean unless the tasks move together, so conservative). The control line is the untrained
+a 0-1 scale), averaged per seed before the interval is taken. Intervals (family and task) are
+the envelope of the t-interval across pretraining seeds and the seeds' mean paired-bootstrap
+interval; for a family the latter averages the tasks' bounds (wider than the interval of the
+mean unless the tasks move together, so conservative). The control line is the untrained
 twin at each depth: the twins of all objectives share architecture and initialisation seed,
 so the first objective's twin stands for them.
 """
@@ -62,6 +63,17 @@ def family_tasks(ds: xr.Dataset) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
+def _interval(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, ci: float
+              ) -> tuple[float, float, float]:
+    """Mean over seeds with the envelope of two intervals: the t-interval across seeds and the
+    seeds' mean bootstrap interval. With 2-3 seeds the spread across seeds alone can be ~0 by
+    chance (discrete metrics), so a claim needs both sources of noise to exclude 0."""
+    mean, t_lo, t_hi = _seed_interval(values, lo, hi, ci)
+    with np.errstate(all="ignore"):
+        b_lo, b_hi = (float(np.nanmean(b)) if np.isfinite(b).any() else np.nan for b in (lo, hi))
+    return mean, float(np.nanmin([t_lo, b_lo])), float(np.nanmax([t_hi, b_hi]))
+
+
 def family_depth_table(ds: xr.Dataset) -> pd.DataFrame:
     """One row per (family, objective, depth): mean gap over the family's tasks with its
     interval, and the selected layer's relative position (layer / L, mean over tasks, seeds)."""
@@ -73,9 +85,9 @@ def family_depth_table(ds: xr.Dataset) -> pd.DataFrame:
             per_task = [ds[v].sel(model=model, task=t, metric=m).values
                         for t, m in tasks for v in ("gap", "gap_lo", "gap_hi", "selected_layer")]
             g, lo, hi, layer = (np.nanmean(np.stack(per_task[i::4]), 0) for i in range(4))
-            gap = _seed_interval(g, lo, hi, ci)
-            rows.append(dict(family=family, objective=objective, depth=depth, gap=gap[0],
-                             gap_lo=gap[1], gap_hi=gap[2],
+            gap, gap_lo, gap_hi = _interval(g, lo, hi, ci)
+            rows.append(dict(family=family, objective=objective, depth=depth, gap=gap,
+                             gap_lo=gap_lo, gap_hi=gap_hi,
                              rel_layer=float(np.nanmean(layer)) / depth,
                              n_tasks=len(tasks), n_seeds=int(np.isfinite(g).sum())))
     order = {o: i for i, o in enumerate(objectives(ds))}
@@ -99,6 +111,11 @@ def task_depth_table(ds: xr.Dataset) -> pd.DataFrame:
                                                      metric=r.metric).values)) / r.depth
            for r in table.itertuples()]
     table["rel_layer"] = rel
+    ci = float(ds.attrs.get("ci", 0.9))
+    for i, r in enumerate(table.itertuples()):
+        sel = dict(model=r.model, task=r.task, metric=r.metric)
+        _, table.loc[i, "gap_lo"], table.loc[i, "gap_hi"] = _interval(
+            *(ds[v].sel(sel).values for v in ("gap", "gap_lo", "gap_hi")), ci)
     return table[~table["task"].str.contains("control-task")].reset_index(drop=True)
 
 
@@ -118,13 +135,13 @@ def depth_answer(table: pd.DataFrame) -> str:
                      & (table["depth"] == last["depth"])]["gap"]
         floor = max(0.0, float(first["gap"]), float(twin.iloc[0]) if len(twin) else -np.inf)
         if len(sub) > 1 and np.isfinite(last["gap_lo"]) and last["gap_lo"] > floor:
-            growing.append(f"{objective} on {family}: {first['gap']:.2f} at L={first['depth']} "
-                           f"to {last['gap']:.2f} at L={last['depth']} "
-                           f"[{last['gap_lo']:.2f}, {last['gap_hi']:.2f}]")
+            growing.append(f"{objective} on {family}: {first['gap']:.3f} at L={first['depth']} "
+                           f"to {last['gap']:.3f} at L={last['depth']} "
+                           f"[{last['gap_lo']:.3f}, {last['gap_hi']:.3f}]")
     if growing:
         return "The gap grows with depth for " + "; ".join(growing) + "."
-    where = ", ".join(f"{r.objective} on {r.family} at L={r.depth} ({r.gap:+.2f} "
-                      f"[{r.gap_lo:+.2f}, {r.gap_hi:+.2f}])" for r in sig[:3])
+    where = ", ".join(f"{r.objective} on {r.family} at L={r.depth} ({r.gap:+.3f} "
+                      f"[{r.gap_lo:+.3f}, {r.gap_hi:+.3f}])" for r in sig[:3])
     more = f" and {len(sig) - 3} more" if len(sig) > 3 else ""
     return (f"Some gaps exclude 0 ({where}{more}), but none grows with depth: no deepest "
             "model's interval lies above both the shallowest model's gap and its untrained "
@@ -195,10 +212,11 @@ def depth_markdown(ds: xr.Dataset, families: pd.DataFrame, tasks: pd.DataFrame,
     lines = ["## Depth: does the selected - last gap grow with L?", "", f"**{answer}**", "",
              f"Seeds: {ds.sizes['seed']}. Cells: gap = test score at the layer selected on "
              f"validation series minus the last layer's (> 0: an inner layer is better), mean "
-             f"over the family's tasks [{ci:.0%} interval: paired bootstrap with reselection; "
-             "across seeds when there are several], **bold** when the interval excludes 0; "
-             "then the selected layer's position layer / L. *untrained*: the untrained twin "
-             "at the same depth (control).", ""]
+             f"over the family's tasks [{ci:.0%} interval: the envelope of the paired bootstrap "
+             "interval (selection repeated per replicate) and, with several seeds, the "
+             "t-interval across seeds], **bold** when the interval excludes 0; "
+             "then the selected layer's position layer / L (mean over tasks and seeds). "
+             "*untrained*: the untrained twin at the same depth (control).", ""]
     if figure:
         lines += [f"![depth]({figure})", ""]
     for family, sub in families.groupby("family", sort=False):
@@ -210,11 +228,11 @@ def depth_markdown(ds: xr.Dataset, families: pd.DataFrame, tasks: pd.DataFrame,
                      if (r := by_depth.get(int(d))) is not None else "–" for d in depths]
             lines.append(f"| {objective} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["### Every task", "", "| task | metric | objective | L | selected layer (/L) | "
-              "gap |", "|---|---|---|---|---|---|"]
+    lines += ["### Every task", "", "| task | metric | objective | L | selected layer (most "
+              "frequent) | mean selected layer / L | gap |", "|---|---|---|---|---|---|---|"]
     for r in tasks.sort_values(["family", "task", "objective", "depth"]).itertuples():
         lines.append(f"| {r.task} | {r.metric} | {r.objective} | {r.depth} | "
-                     f"{r.selected_layer} ({r.rel_layer:.2f}) | "
+                     f"{r.selected_layer} | {r.rel_layer:.2f} | "
                      f"{_cell(r.gap, r.gap_lo, r.gap_hi)} |")
     return "\n".join(lines) + "\n"
 
