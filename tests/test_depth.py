@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from tslayers.cli import main
@@ -38,8 +39,10 @@ def depth_run(tmp_path_factory):
         },
     }
     path = root / "depth.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump({**cfg, "threads": 1}))
+    before = torch.get_num_threads()
     assert main(["depth", str(path)]) == 0
+    assert torch.get_num_threads() == before  # the run's thread count does not leak
     return root / "run", path
 
 

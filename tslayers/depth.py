@@ -52,6 +52,10 @@ class DepthStudyConfig:
     out: str = "runs/study/depth"
     depths: list[int] = field(default_factory=lambda: [2, 4, 8, 12, 16])
     study: StudyConfig = field(default_factory=StudyConfig)
+    # torch intra-op threads during the run (None: torch's default). Small CPU models gain
+    # little from a second thread, and on a busy machine its barrier spinning cost ~10x
+    # (benchmarks/results/depth.md)
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not self.depths or any(d < 1 for d in self.depths):
@@ -59,6 +63,8 @@ class DepthStudyConfig:
                              f"{self.depths}")
         if len(set(self.depths)) != len(self.depths):
             raise ValueError(f"depths must be distinct, got {self.depths}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         if self.study.align:
             raise ValueError("study.align must be empty: the depth study compares pretrained "
                              "encoders only (run alignments with `tslayers run`)")
@@ -127,11 +133,21 @@ def _log(msg: str) -> None:
 def run_depth_study(config: DepthStudyConfig, out_dir: str | Path | None = None) -> Path:
     """Run (or resume) the study at every depth, then the merged depth report; return the
     report folder."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.threads or before)
+    try:
+        return _run_depths(config, Path(out_dir or config.out))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_depths(config: DepthStudyConfig, out: Path) -> Path:
     from tslayers.probing import write_results
     from tslayers.report.depth import render_depth_report
     from tslayers.study import run_study
 
-    out = Path(out_dir or config.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
     files: dict[int, Path] = {}
