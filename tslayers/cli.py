@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "run": ("tslayers.study", "run_command",
             "run a whole layerwise study from one config (default: configs/quickstart.yaml)"),
+    "depth": ("tslayers.depth", "depth_command", "one study per encoder depth + the depth report"),
     "pretrain": ("tslayers.training", "pretrain_command",
                  "pretrain an encoder with one objective (forecast/reconstruct/contrastive/jepa)"),
     "probe": ("tslayers.commands", "probe_command",
