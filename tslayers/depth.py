@@ -37,7 +37,7 @@ import numpy as np
 import xarray as xr
 
 from tslayers.config import load_config, save_config
-from tslayers.io import atomic_write_text
+from tslayers.io import atomic_write
 from tslayers.stages import MARKER, fingerprint, run_stage
 from tslayers.study import StudyConfig
 
@@ -167,7 +167,7 @@ def _run_depths(config: DepthStudyConfig, out: Path) -> Path:
     key = fingerprint({"depths": {str(k): _finished(p.parent) for k, p in files.items()}})
     run_stage("depth report", out / "report", key, do_report, _log)
     seconds = stage_seconds(out)
-    atomic_write_text(out / "timing.json", json.dumps(seconds, indent=1))
+    atomic_write(out / "timing.json", json.dumps(seconds, indent=1))
     _log(f"stage time recorded so far: {sum(seconds.values()) / 60:.1f} min "
          f"({', '.join(f'{k} {v / 60:.1f}' for k, v in seconds.items())}); "
          f"depth report: {out / 'report' / 'depth.md'}")

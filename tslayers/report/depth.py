@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from tslayers.io import atomic_write_text
+from tslayers.io import atomic_write
 from tslayers.probing.analysis import _seed_interval, layer_table, primary_metric, significant
 
 CONTROL = "untrained"
@@ -248,6 +248,6 @@ def render_depth_report(results: xr.Dataset, out_dir: str | Path) -> Path:
     figure = depth_figure(families, out / "depth.png")
     answer = depth_answer(families)
     text = depth_markdown(results, families, tasks, answer, figure.name)
-    atomic_write_text(out / "depth_families.csv", families.to_csv(index=False))
-    atomic_write_text(out / "depth_tasks.csv", tasks.to_csv(index=False))
-    return atomic_write_text(out / "depth.md", text)
+    atomic_write(out / "depth_families.csv", families.to_csv(index=False))
+    atomic_write(out / "depth_tasks.csv", tasks.to_csv(index=False))
+    return atomic_write(out / "depth.md", text)
