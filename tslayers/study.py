@@ -23,11 +23,11 @@ from typing import Any
 from tslayers.align.run import AlignConfig
 from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig
-from tslayers.io import atomic_write
+from tslayers.io import atomic_write, launch_rank, lock_output
 from tslayers.model import EncoderConfig
 from tslayers.objectives import ObjectiveConfig
 from tslayers.probing import ProbeConfig, ProbeSource, probe_sources
-from tslayers.stages import fingerprint, run_stage
+from tslayers.stages import fingerprint, run_stage, stage_inputs_hash
 from tslayers.training import TrainConfig
 
 
@@ -66,12 +66,20 @@ def _log(msg: str) -> None:
 
 
 def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
-    """Run every stage that is not already done; return the report folder."""
-    from tslayers.probing import merge_results, read_results
+    """Run every stage that is not already done (an interrupted pretraining continues from its
+    checkpoint); return the report folder. The output folder is locked while it runs."""
 
     out = Path(out_dir or config.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    with lock_output(out, "tslayers run"):
+        if launch_rank() == 0:
+            save_config(config, out / "config.yaml")
+        return _run_stages(config, out)
+
+
+def _run_stages(config: StudyConfig, out: Path) -> Path:
+    from tslayers.probing import merge_results, read_results
+
     n_stages = len(config.objectives) * len(config.seeds) * 2 + \
         len(config.align) * len(config.seeds) + 1
     step = 0
@@ -92,7 +100,7 @@ def run_study(config: StudyConfig, out_dir: str | Path | None = None) -> Path:
                    for spec in config.align for seed in config.seeds]
     inputs = [p for paths in probe_files.values() for p in paths] + align_files
     report_key = fingerprint({"inputs": [str(p) for p in inputs],
-                              "hashes": [_stage_hash(p.parent) for p in inputs]})
+                              "hashes": stage_inputs_hash(inputs)})
     run_stage(stage_name("report"), out / "report", report_key,
               lambda d: _report(d, list(probed.values()), align_files), _log)
     _log(f"report: {out / 'report' / 'report.md'}")
@@ -103,23 +111,25 @@ def _pretrain_and_probe(config: StudyConfig, out: Path, obj, seed: int, stage_na
     """The pretrain stage of one objective and seed, then its probe stage; the results path."""
     from tslayers.objectives import load_objective
     from tslayers.probing import write_results
-    from tslayers.training import PretrainConfig, pretrain
+    from tslayers.training import PretrainConfig, can_resume, pretrain
 
     from .model import TemporalEncoder
 
     tag = f"{obj.name}-s{seed}"
     train = dataclasses.replace(config.train, seed=seed)
     pre_dir = out / "pretrain" / tag
-    pre_cfg = PretrainConfig(data=dataclasses.replace(config.data),
-                             encoder=dataclasses.replace(config.encoder),
-                             objective=obj, train=train, out=str(pre_dir))
     pre_key = fingerprint({"data": to_dict(config.data), "encoder": to_dict(config.encoder),
                            "objective": to_dict(obj), "train": to_dict(train)})
+    pre_cfg = PretrainConfig(data=dataclasses.replace(config.data),
+                             encoder=dataclasses.replace(config.encoder), objective=obj,
+                             train=dataclasses.replace(train, resume="auto"), out=str(pre_dir))
     run_stage(stage_name(f"pretrain {tag}"), pre_dir, pre_key,
-              lambda d: pretrain(pre_cfg, out_dir=d), _log)
+              lambda d: pretrain(pre_cfg, out_dir=d), _log,
+              resumable=lambda d: can_resume(d, pre_cfg), all_ranks=True)
     probe_cfg = dataclasses.replace(config.probe, seeds=[seed])
-    probe_key = fingerprint({"pretrain": _stage_hash(pre_dir), "probe": to_dict(probe_cfg),
-                             "sources": to_dict(config.probe_data)})
+    probe_key = fingerprint({"pretrain": stage_inputs_hash([pre_dir / "encoder",
+                                                            pre_dir / "objective"]),
+                             "probe": to_dict(probe_cfg), "sources": to_dict(config.probe_data)})
 
     def do_probe(d: Path) -> None:
         encoder = TemporalEncoder.from_pretrained(pre_dir).eval()
@@ -145,11 +155,6 @@ def _report(d: Path, probed: list, align_files: list[Path]) -> None:
     render_report(results, d)
 
 
-def _stage_hash(directory: Path) -> str:
-    marker = directory / "_stage.json"
-    return json.loads(marker.read_text()).get("fingerprint", "") if marker.is_file() else ""
-
-
 def _align_stage(spec: AlignConfig, config: StudyConfig, out: Path, probed: dict,
                  probe_files: dict[str, list[Path]], seed: int, stage_name) -> Path:
     from tslayers.align import align
@@ -170,8 +175,8 @@ def _align_stage(spec: AlignConfig, config: StudyConfig, out: Path, probed: dict
         reuse_before=True)
     tag = f"{spec.kind}-{objective}-s{seed}"
     key = fingerprint({"align": to_dict(align_cfg),
-                       "inputs": [_stage_hash(Path(align_cfg.checkpoint)),
-                                  _stage_hash(Path(align_cfg.results).parent)]})
+                       "inputs": stage_inputs_hash([Path(align_cfg.checkpoint) / "encoder",
+                                                    Path(align_cfg.results)])})
     run_stage(stage_name(f"align {tag}"), out / "align" / tag, key,
               lambda d: align(align_cfg, out_dir=d), _log)
     return out / "align" / tag / "results.nc"
