@@ -128,8 +128,8 @@ def headline(kind: str, summary: dict) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pretrain-steps", type=int, default=300)
-    ap.add_argument("--align-steps", type=int, default=100)
-    ap.add_argument("--max-windows", type=int, default=192)
+    ap.add_argument("--align-steps", type=int, default=80)
+    ap.add_argument("--max-windows", type=int, default=128)
     ap.add_argument("--small", action="store_true", help="tiny smoke run")
     ap.add_argument("--work", default="runs/bench_align")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "align.md"))
