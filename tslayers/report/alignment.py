@@ -34,6 +34,11 @@ def _pool(rows: list[dict], key: str, ci: float = 0.9) -> tuple[float, float, fl
     return _seed_interval(vals, lo, hi, ci)
 
 
+def _mean(values: list[float]) -> float:
+    v = np.asarray(values, dtype=float)
+    return float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else float("nan")
+
+
 def group_runs(summaries: dict[str, dict]) -> dict[str, list[dict]]:
     """Runs named ``<kind>-<objective>-s<seed>`` grouped over seeds."""
     groups: dict[str, list[dict]] = {}
@@ -57,7 +62,7 @@ def _ablation_lines(runs: list[dict]) -> list[str]:
                 f"{task}{mark} | {metric} | {_interval(_pool(rows, 'change'))} | "
                 f"{_interval(_pool(rows, 'vs_reference'))} | "
                 f"{_interval(closed, '.0%', False) if math.isfinite(closed[0]) else 'n/a'} | "
-                f"{_num(float(np.nanmean([r['best_kept'] for r in rows])), '.0%')} |")
+                f"{_num(_mean([r['best_kept'] for r in rows]), '.0%')} |")
     return lines
 
 
