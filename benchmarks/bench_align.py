@@ -166,7 +166,7 @@ def write_report(path: Path, args, lines: list[str], tables: str, wall: float) -
         "# Alignment against the right baselines (benchmarks/bench_align.py)", "",
         f"- command: `{cmd}` (pretrain {args.pretrain_steps} steps per objective, "
         f"alignment {args.align_steps} steps per stage / ablation, probe max_windows "
-        f"{args.max_windows}, no probe controls or permutations: shrunk to fit 10 minutes)",
+        f"{args.max_windows}, no probe controls or permutations: shrunk for a 10-minute budget)",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: {platform.machine()} 2-core CPU (shared), torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads, no GPU",
