@@ -34,7 +34,9 @@ def study(tmp_path_factory):
         "align": [{"kind": "forecast", "objective": "auto", "target_task": "forecasting",
                    "forecast": {"horizon": 8}, "stage1": _TRAIN, "stage2": _TRAIN},
                   {"kind": "dynamics", "objective": "contrastive", "target_task": "dense",
-                   "dynamics": {"locality_teacher": "spectral"}, "stage1": _TRAIN}],
+                   "dynamics": {"locality_teacher": "spectral", "locality_layer": None},
+                   "teachers": ["spectral", "encoder"], "teacher_objective": "forecast",
+                   "stage1": _TRAIN}],
     }
     path = root / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -47,8 +49,12 @@ def test_results_file_holds_every_stage(study):
     ds = read_results(run / "report" / "results.nc")
     models = set(ds["model"].values.tolist())
     assert {"forecast", "contrastive", "forecast/untrained", "contrastive/untrained"} <= models
-    assert any(m.endswith("+align-forecast") for m in models)
-    assert "contrastive+align-dynamics" in models
+    assert any(m.endswith("/align-forecast/full") for m in models)
+    assert "contrastive/align-dynamics/self" in models
+    assert "contrastive/align-dynamics/both/spectral" in models
+    # the learned teacher is the same seed's forecasting encoder, recorded beside the scores
+    teacher = ds["align_teacher"].sel(model="contrastive/align-dynamics/corr/encoder")
+    assert str(teacher.values).startswith("learned: forecast L")
     tasks = set(ds["task"].values.tolist())
     assert {"latent", "classify", "forecast/h1/last", "forecast/h8/last"} <= tasks
     assert "lens/h8" in tasks  # the forecast objective decoded every layer with its own head

@@ -56,9 +56,11 @@ class StudyConfig:
         if not self.seeds:
             raise ValueError("study.seeds must name at least one seed")
         for spec in self.align:
-            if spec.objective != "auto" and spec.objective not in names:
-                raise ValueError(f"align objective '{spec.objective}' is not among the study's "
-                                 f"objectives {names}")
+            for what in ("objective", "teacher_objective"):
+                value = getattr(spec, what)
+                if value not in (None, "auto") and value not in names:
+                    raise ValueError(f"align {what} '{value}' is not among the study's "
+                                     f"objectives {names}")
 
 
 def _log(msg: str) -> None:
@@ -172,7 +174,7 @@ def _align_stage(spec: AlignConfig, config: StudyConfig, out: Path, probed: dict
         stage1=dataclasses.replace(spec.stage1, seed=seed),
         stage2=dataclasses.replace(spec.stage2, seed=seed),
         probe=dataclasses.replace(config.probe, seeds=[seed]), probe_data=config.probe_data,
-        reuse_before=True)
+        reuse_before=True, **_seed_references(spec, out, probe_files, seed, i))
     tag = f"{spec.kind}-{objective}-s{seed}"
     key = fingerprint({"align": to_dict(align_cfg),
                        "inputs": stage_inputs_hash([Path(align_cfg.checkpoint) / "encoder",
@@ -180,6 +182,20 @@ def _align_stage(spec: AlignConfig, config: StudyConfig, out: Path, probed: dict
     run_stage(stage_name(f"align {tag}"), out / "align" / tag, key,
               lambda d: align(align_cfg, out_dir=d), _log)
     return out / "align" / tag / "results.nc"
+
+
+def _seed_references(spec: AlignConfig, out: Path, probe_files: dict[str, list[Path]],
+                     seed: int, i: int) -> dict[str, Any]:
+    """The same seed's learned teacher (``teacher_objective``) and, for forecast alignment, the
+    forecasting objective whose own head the aligned decoder is compared with."""
+    refs: dict[str, Any] = {}
+    t = spec.teacher_objective
+    if t:
+        refs.update(teacher_checkpoint=str(out / "pretrain" / f"{t}-s{seed}"),
+                    teacher_results=str(probe_files[t][i]), teacher_name=t)
+    if spec.kind == "forecast" and spec.forecast_reference is None and "forecast" in probe_files:
+        refs["forecast_reference"] = str(out / "pretrain" / f"forecast-s{seed}")
+    return refs
 
 
 def merge_results_of(probed: dict[str, Any]):

@@ -121,3 +121,22 @@ def test_dynamics_teacher_is_frozen_and_losses_switch_off():
     with pytest.raises(ValueError, match="latent states"):
         lat.losses({"x": x})
     assert torch.isfinite(lat.losses({"x": x, "latent": torch.randn(3, 48, 2)})["loss"])
+
+
+def test_learned_teacher_uses_the_other_encoders_layer():
+    from tslayers.probing.sources import all_layers
+
+    student, teacher = _encoder(), _encoder(n_registers=1)
+    torch.manual_seed(3)
+    teacher = TemporalEncoder(teacher.config)
+    cfg = DynamicsLossConfig(teacher_layer=2, locality_teacher="encoder", locality_layer=3)
+    aligner = DynamicsAligner(student, cfg, teacher)
+    x = torch.randn(2, 48, 1)
+    got = aligner._encoder_locality(x)
+    hidden, _ = all_layers(teacher.eval(), x)
+    torch.testing.assert_close(got, hidden[3][:, teacher.num_prefix :])
+    assert all(not p.requires_grad for p in aligner.locality_encoder.parameters())
+    with pytest.raises(ValueError, match="do not line up"):
+        DynamicsAligner(_encoder(), cfg, _encoder(patch_len=4))
+    with pytest.raises(ValueError, match="teacher encoder"):
+        DynamicsAligner(_encoder(), cfg)

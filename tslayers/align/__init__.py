@@ -9,7 +9,8 @@ from .heads import (
     sharpened_similarity,
     spectral_descriptor,
 )
-from .run import AlignConfig, align, align_command, alignment_summary, best_layer_from_results
+from .run import AlignConfig, align, align_command, best_layer_from_results
+from .summary import alignment_summary, gap_closed_beyond
 
 __all__ = [
     "AlignConfig",
@@ -22,6 +23,7 @@ __all__ = [
     "alignment_summary",
     "best_layer_from_results",
     "correspondence_loss",
+    "gap_closed_beyond",
     "sharpened_similarity",
     "spectral_descriptor",
 ]

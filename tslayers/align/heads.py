@@ -162,14 +162,29 @@ class ForecastAligner(nn.Module):
 
 
 # ---------------------------------------------------------------------------- dynamics
+#: locality teachers: a layer of the encoder itself, a hand-made spectral descriptor, the true
+#: latent states (an oracle: ground-truth supervision), a layer of another pretrained encoder
+LOCALITY_TEACHERS = ("layer", "spectral", "latent", "encoder")
+
+
+def _check_same_tokens(student: TemporalEncoder, teacher: TemporalEncoder) -> None:
+    """Token-token similarities are only comparable on the same patch grid and token layout."""
+    keys = ("patch_len", "stride", "channel_mixing")
+    a, b = ({k: getattr(e.config, k) for k in keys} for e in (student, teacher))
+    if a != b:
+        raise ValueError(f"the teacher encoder's tokens do not line up with the student's: "
+                         f"{b} vs {a}")
+
+
 @dataclass
 class DynamicsLossConfig:
     """Dynamics alignment losses; a weight of 0 switches a part off (single-teacher ablations)."""
 
     teacher_layer: int | None = None  # frozen semantic layer for self-distillation
     distill_weight: float = 1.0
-    locality_teacher: str = "layer"  # "layer" | "spectral" | "latent"
-    locality_layer: int = 1  # when locality_teacher == "layer"
+    locality_teacher: str = "layer"  # "layer" | "spectral" | "latent" (oracle) | "encoder"
+    locality_layer: int | None = 1  # "layer": a layer of this encoder; "encoder": of the
+    # teacher encoder (None: chosen on validation from that encoder's probing results)
     correspondence_weight: float = 1.0
     temperature: float = 20.0
     student_mask_ratio: float = 0.0  # fraction of student input patches replaced by the mask token
@@ -178,18 +193,24 @@ class DynamicsLossConfig:
 class DynamicsAligner(nn.Module):
     """Student encoder distilled towards a frozen teacher layer and a locality teacher."""
 
-    def __init__(self, encoder: TemporalEncoder, config: DynamicsLossConfig):
+    def __init__(self, encoder: TemporalEncoder, config: DynamicsLossConfig,
+                 locality_encoder: TemporalEncoder | None = None):
         super().__init__()
-        L = encoder.n_layers
-        layers = {"teacher_layer": config.teacher_layer}
+        if config.locality_teacher not in LOCALITY_TEACHERS:
+            raise ValueError(f"dynamics.locality_teacher must be one of {LOCALITY_TEACHERS}")
+        layers = {"teacher_layer": (config.teacher_layer, encoder.n_layers)}
         if config.locality_teacher == "layer":
-            layers["locality_layer"] = config.locality_layer
-        for name, layer in layers.items():
+            layers["locality_layer"] = (config.locality_layer, encoder.n_layers)
+        if config.locality_teacher == "encoder":
+            if locality_encoder is None:
+                raise ValueError("locality_teacher='encoder' needs a teacher encoder "
+                                 "(align.teacher_checkpoint)")
+            _check_same_tokens(encoder, locality_encoder)
+            layers["locality_layer"] = (config.locality_layer, locality_encoder.n_layers)
+        for name, (layer, L) in layers.items():
             if layer is None or not 0 <= layer <= L:
                 raise ValueError(f"dynamics.{name}={layer} does not exist: the encoder has "
                                  f"layers 0..{L}")
-        if config.locality_teacher not in ("layer", "spectral", "latent"):
-            raise ValueError("dynamics.locality_teacher must be 'layer', 'spectral' or 'latent'")
         if config.distill_weight <= 0 and config.correspondence_weight <= 0:
             raise ValueError("dynamics alignment needs distill_weight or correspondence_weight > 0")
         if not 0.0 <= config.student_mask_ratio < 1.0:
@@ -197,11 +218,24 @@ class DynamicsAligner(nn.Module):
         self.config = config
         self.student = encoder
         self.teacher = copy.deepcopy(encoder).eval().requires_grad_(False)
+        self.locality_encoder = (None if locality_encoder is None or config.locality_teacher
+                                 != "encoder" else
+                                 copy.deepcopy(locality_encoder).eval().requires_grad_(False))
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()  # the teacher never drops paths or masks
+        self.teacher.eval()  # the teachers never drop paths or mask
+        if self.locality_encoder is not None:
+            self.locality_encoder.eval()
         return self
+
+    def _encoder_locality(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch tokens (B', P, F) of the teacher encoder's ``locality_layer``."""
+        enc, name = self.locality_encoder, tap_name(self.config.locality_layer)
+        with torch.no_grad(), LayerTaps(enc, [name], reduce="none", stop_early=False,
+                                        to_cpu=False) as taps:
+            hidden = taps.run(enc, x)[name]
+        return hidden[:, enc.num_prefix :]
 
     def _locality_features(self, teacher_out: EncoderOutput, hidden: dict[int, torch.Tensor],
                            batch: dict) -> torch.Tensor:
@@ -210,6 +244,8 @@ class DynamicsAligner(nn.Module):
             return hidden[c.locality_layer][:, teacher_out.num_prefix :]
         if c.locality_teacher == "spectral":
             return spectral_descriptor(teacher_out.patched.values)
+        if c.locality_teacher == "encoder":
+            return self._encoder_locality(batch["x"])
         if "latent" not in batch:
             raise ValueError("locality_teacher='latent' needs data with latent states "
                              "(e.g. synthetic/lgssm); this batch has none")

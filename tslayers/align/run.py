@@ -22,10 +22,12 @@ from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig, SeriesDataModule
 from tslayers.io import atomic_path, atomic_write
 from tslayers.model import EncoderConfig, TemporalEncoder
-from tslayers.probing import ProbeConfig, ProbeSource
+from tslayers.probing import ProbeConfig, ProbeSource, probe_sources, write_results
 from tslayers.training import TrainConfig, build_trainer, configure_adamw_cosine
 
-from .heads import DynamicsAligner, DynamicsLossConfig, ForecastAligner, ForecastHeadConfig
+from .ablations import dynamics_ablations, forecast_ablations
+from .heads import DynamicsLossConfig, ForecastAligner, ForecastHeadConfig
+from .summary import alignment_summary, gap_closed_beyond
 
 KINDS = ("forecast", "dynamics")
 
@@ -67,6 +69,20 @@ class AlignConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     probe_data: list[ProbeSource] = field(default_factory=list)  # empty: re-probe on ``data``
     reuse_before: bool = False  # take the original's scores from ``results`` (same probe setup)
+    # dynamics ablations: locality teachers to run corr/both with (empty: [dynamics.
+    # locality_teacher]); "encoder" = a layer of another pretrained encoder (learned teacher)
+    teachers: list[str] = field(default_factory=list)
+    teacher_checkpoint: str | None = None  # the learned teacher's pretrain run / encoder dir
+    teacher_results: str | None = None  # its probing results (teacher layer chosen on val)
+    teacher_name: str | None = None  # its model name in those results
+    teacher_objective: str | None = None  # in a study: the objective whose encoder (same
+    # seed) is the learned teacher; sets teacher_checkpoint/results/name
+    oracle_data: DataConfig | None = None  # data with latent states for the oracle teacher
+    # forecast alignment: decoders scored with GluonTS metrics on the probe's test series
+    score_forecasts: bool = True
+    forecast_reference: str | None = None  # pretrain run dir of a forecasting-objective model
+    forecast_windows: int = 2  # rolling test windows per series (of forecast.horizon steps)
+    forecast_freq: str = "D"  # season = gluonts get_seasonality(freq); "D" -> 1 (naive)
     out: str = "runs/align/<kind>"
 
     def __post_init__(self) -> None:
@@ -78,6 +94,11 @@ class AlignConfig:
             self.target_task = "forecasting" if self.kind == "forecast" else "dense"
         if not self.probe_data:
             self.probe_data = [ProbeSource(data=self.data, tasks=list(self.probe.tasks))]
+        from .heads import LOCALITY_TEACHERS
+
+        bad = [t for t in self.teachers if t not in LOCALITY_TEACHERS]
+        if bad:
+            raise ValueError(f"align.teachers: {bad} not in {LOCALITY_TEACHERS}")
 
 
 # ---------------------------------------------------------------------------- layer choice
@@ -144,8 +165,11 @@ def _fit(aligner: torch.nn.Module, train_cfg: TrainConfig, dm: SeriesDataModule,
 
 # ---------------------------------------------------------------------------- entry points
 def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
-    """Train the configured alignment, re-probe, write ``results.nc`` and ``summary.json``."""
-    from tslayers.probing import merge_results, probe_sources, read_results, write_results
+    """Train the ablation set of the configured alignment (see :mod:`.ablations`), probe each
+    ablation on the same windows and seeds as the original, write ``results.nc`` and
+    ``summary.json`` (per ablation: last-layer changes with paired intervals; forecast
+    alignment: also the decoders' forecasts scored with GluonTS metrics)."""
+    from tslayers.probing import read_results
 
     if config.checkpoint is None:
         raise ValueError("align.checkpoint is required: a pretrain run folder (with encoder/) "
@@ -154,57 +178,151 @@ def align(config: AlignConfig, out_dir: str | Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
     original = TemporalEncoder.from_pretrained(config.checkpoint)
-    name = config.name or Path(config.checkpoint).name
+    config = dataclasses.replace(config, name=config.name or Path(config.checkpoint).name,
+                                 dynamics=dataclasses.replace(config.dynamics))
     torch.manual_seed(config.stage1.seed)
-
     if config.kind == "forecast":
-        data_cfg = _with_horizon(config.data, config.forecast.horizon)
-        dm = SeriesDataModule(data_cfg)
-        layer = config.layer
-        if layer is None:
-            if not config.results:
-                raise ValueError("align.layer is not set and align.results names no probing "
-                                 "results file to choose it from")
-            layer = best_layer_from_results(config.results, config.target_task, name, min_layer=1)
-        aligner = ForecastAligner(original, layer, config.forecast)
-        aligner.set_encoder_trainable(False)
-        stage1 = _fit(aligner, config.stage1, dm, out / "stage1")
-        aligner.set_encoder_trainable(True)
-        aligner.encoder.set_drop_path(config.drop_path)
-        stage2 = _fit(aligner, config.stage2, dm, out / "stage2")
-        aligned = aligner.encoder
-        summary: dict[str, Any] = {"kind": "forecast", "layer": layer,
-                                   "val_loss_stage1": stage1, "val_loss_stage2": stage2}
-        _save_head(aligner, out / "head")
+        entries, summary = _run_forecast(config, original, out)
     else:
-        dyn = config.dynamics
-        if dyn.teacher_layer is None:
-            if not config.results:
-                raise ValueError("dynamics.teacher_layer is not set and align.results names no "
-                                 "probing results file to choose it from")
-            dyn.teacher_layer = best_layer_from_results(config.results, config.target_task, name)
-        dm = SeriesDataModule(config.data)
-        student = TemporalEncoder.from_pretrained(config.checkpoint)
-        student.set_drop_path(config.drop_path)
-        aligner = DynamicsAligner(student, dyn)
-        loss = _fit(aligner, config.stage1, dm, out / "train")
-        aligned = aligner.student
-        summary = {"kind": "dynamics", "teacher_layer": dyn.teacher_layer, "val_loss": loss}
-    aligned.set_drop_path(0.0)
-    aligned.eval().save_pretrained(out / "encoder")
-
-    after_name = f"{name}+align-{config.kind}"
-    before = _probed_before(config, name, read_results)
+        entries, summary = _run_dynamics(config, original, out)
+    for e in entries:
+        tag = e.name.split("/align-", 1)[1].replace("/", "-")
+        e.encoder.eval().save_pretrained(out / "models" / tag)
+    before = _probed_before(config, config.name, read_results)
     if before is None:
-        before = probe_sources(original.eval(), config.probe_data, config.probe, model_name=name)
-    after_cfg = _probe_without_controls(config.probe)
-    after = probe_sources(aligned, config.probe_data, after_cfg, model_name=after_name)
-    results = merge_results([before, after])
-    results.attrs["alignment"] = json.dumps({**summary, "before": name, "after": after_name})
+        before = probe_sources(original.eval(), config.probe_data, config.probe,
+                               model_name=config.name)
+    results = _probe_entries(entries, config, before)
+    results.attrs["alignment"] = json.dumps({**summary, "before": config.name,
+                                             "models": [e.name for e in entries]})
     write_results(results, out / "results.nc")
-    summary.update(alignment_summary(results, name, after_name, config.target_task))
+    summary.update(_summaries(results, config, entries))
+    if config.kind == "forecast" and config.score_forecasts:
+        summary["forecasts"] = _score_forecasts(config, entries)
     atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     return out
+
+
+def _run_forecast(config: AlignConfig, original: TemporalEncoder, out: Path):
+    dm = SeriesDataModule(_with_horizon(config.data, config.forecast.horizon))
+    layer = config.layer
+    if layer is None:
+        if not config.results:
+            raise ValueError("align.layer is not set and align.results names no probing "
+                             "results file to choose it from")
+        layer = best_layer_from_results(config.results, config.target_task, config.name,
+                                        min_layer=1)
+    entries = forecast_ablations(original, layer, config, dm, out, _fit)
+    _save_head(entries[-1].aligner, out / "head")
+    return entries, {"kind": "forecast", "layer": layer, "val_loss_stage1": entries[1].val_loss,
+                     "val_loss_stage2": entries[2].val_loss}
+
+
+def _run_dynamics(config: AlignConfig, original: TemporalEncoder, out: Path):
+    dyn = config.dynamics
+    if dyn.teacher_layer is None:
+        if not config.results:
+            raise ValueError("dynamics.teacher_layer is not set and align.results names no "
+                             "probing results file to choose it from")
+        dyn.teacher_layer = best_layer_from_results(config.results, config.target_task,
+                                                    config.name)
+    teachers = list(config.teachers or [dyn.locality_teacher])
+    teacher_enc, teacher_layer = None, dyn.locality_layer
+    if "encoder" in teachers:
+        teacher_enc, teacher_layer = _learned_teacher(config)
+    modules: dict[int, SeriesDataModule] = {}
+
+    def data_for(teacher: str | None) -> SeriesDataModule:
+        data = config.oracle_data if teacher == "latent" and config.oracle_data else config.data
+        return modules.setdefault(id(data), SeriesDataModule(data))
+
+    entries = dynamics_ablations(original, config, teachers, data_for, out, _fit, teacher_enc,
+                                 teacher_layer)
+    return entries, {"kind": "dynamics", "teacher_layer": dyn.teacher_layer,
+                     "teachers": {e.name: e.teacher for e in entries},
+                     "val_loss": {e.name: e.val_loss for e in entries}}
+
+
+def _learned_teacher(config: AlignConfig) -> tuple[TemporalEncoder, int]:
+    """Another pretrained encoder and its layer (chosen on validation from its own probing
+    results for the alignment's target when ``dynamics.locality_layer`` is None)."""
+    if not config.teacher_checkpoint:
+        raise ValueError("teachers includes 'encoder' but align.teacher_checkpoint is not set")
+    encoder = TemporalEncoder.from_pretrained(config.teacher_checkpoint).eval()
+    layer = config.dynamics.locality_layer
+    if layer is None:
+        if not config.teacher_results:
+            raise ValueError("dynamics.locality_layer is None and align.teacher_results names "
+                             "no probing results file to choose the teacher layer from")
+        layer = best_layer_from_results(config.teacher_results, config.target_task,
+                                        config.teacher_name)
+    return encoder, layer
+
+
+def _probe_entries(entries: list, config: AlignConfig, before: xr.Dataset) -> xr.Dataset:
+    """Probe every ablation (without controls) on the original's windows and seeds; entries
+    with the same features as an earlier one take its scores under their own name."""
+    from tslayers.probing import merge_results
+
+    cfg = _probe_without_controls(config.probe)
+    parts, done = [before], {}
+    for e in entries:
+        if e.same_features_as in done:
+            part = done[e.same_features_as].assign_coords(model=[e.name])
+        else:
+            part = probe_sources(e.encoder, config.probe_data, cfg, model_name=e.name)
+        done[e.name] = part
+        parts.append(part)
+    results = merge_results(parts)
+    labels = {e.name: e.teacher for e in entries}
+    results["align_teacher"] = ("model", np.array([labels.get(m, "") for m in
+                                                   results["model"].values.tolist()],
+                                                  dtype=object))
+    return results
+
+
+def _summaries(results: xr.Dataset, config: AlignConfig, entries: list) -> dict[str, Any]:
+    """Per ablation, last-layer changes vs the original (forecast: also vs truncation only)."""
+    names = [e.name for e in entries]
+    ref = names[0] if config.kind == "forecast" else None
+    out: dict[str, Any] = {"target": config.target_task, "ablations": {
+        n: {**alignment_summary(results, config.name, n, config.target_task,
+                                reference=None if n == ref else ref), "teacher": e.teacher}
+        for n, e in zip(names, entries)}}
+    if ref:
+        share, lo, hi, n = gap_closed_beyond(results, config.name, names[-1], ref,
+                                             config.target_task)
+        out["beyond_truncation"] = {"share": share, "lo": lo, "hi": hi, "n_tasks": n}
+    return out
+
+
+def _score_forecasts(config: AlignConfig, entries: list) -> dict[str, Any]:
+    """Decoders of the frozen-head and full alignments, the forecasting objective's head
+    (``forecast_reference``), the truncated encoder + ridge and seasonal naive, on the test
+    series of the first probe source with forecasting tasks."""
+    from tslayers.objectives import load_objective
+
+    from .forecasts import aligner_fn, objective_fn, ridge_fn, score_forecasts, split_parts
+
+    source = next((s for s in config.probe_data if {"forecast", "auto"} & set(s.tasks)), None)
+    if source is None:
+        return {"skipped": "no probe source has forecasting tasks"}
+    seed, h = config.probe.seeds[0], config.forecast.horizon
+    parts = split_parts(source.data, config.probe, seed)
+    ctx = int(config.probe.context or source.data.context)
+    obs = [p["obs"].transpose("series", "time", "channel").values for p in parts]
+    models = {e.name.rsplit("/", 1)[-1] + " decoder": aligner_fn(e.aligner)
+              for e in entries if e.aligner is not None}
+    models["truncate + ridge"] = ridge_fn(entries[0].encoder, obs[0], obs[1], ctx, h,
+                                          config.probe.lambdas)
+    if config.forecast_reference:
+        ref = TemporalEncoder.from_pretrained(config.forecast_reference).eval()
+        objective = load_objective(Path(config.forecast_reference) / "objective", ref.config)
+        fn = objective_fn(ref, objective.eval(), h)
+        if fn is not None:
+            models["forecast objective head"] = fn
+    return score_forecasts(models, obs[2], ctx, h, config.forecast_windows, config.forecast_freq,
+                           max(config.probe.bootstrap, 1), seed, config.probe.ci)
 
 
 def _probed_before(config: AlignConfig, name: str, read_results) -> xr.Dataset | None:
@@ -238,84 +356,24 @@ def _save_head(aligner: ForecastAligner, directory: Path) -> None:
                                                             indent=2))
 
 
-def alignment_summary(results: xr.Dataset, before: str, after: str,
-                      target: str) -> dict[str, Any]:
-    """Per task (primary metric): what alignment changed *at the output*: the last layer's test
-    score after minus before, with a paired bootstrap interval over test series (both models
-    are scored on the same windows with the same series draws). ``gap_closed`` = change / the
-    original's selected-minus-last gap, given only where that gap's interval excludes 0.
-    ``best_kept`` (secondary): best layer after vs before, both selected on val."""
-    from tslayers.probing.analysis import matching_tasks, primary_metric, significant
-    from tslayers.probing.metrics import interval
-
-    ci = float(results.attrs.get("ci", 0.9))
-    targets = set(matching_tasks(results, target))
-    rows = {}
-    for task in results["task"].values.tolist():
-        metric = primary_metric(results, task)
-        if metric is None:
-            continue
-        sign = 1.0 if bool(results["higher_is_better"].sel(metric=metric)) else -1.0
-        sel = dict(task=task, metric=metric, split="test")
-        last = {}
-        for name in (before, after):
-            layer = results["last_layer"].sel(model=name, task=task, metric=metric).values
-            if not np.isfinite(layer).all():
-                break
-            pick = dict(model=name, layer=int(layer[0]), **sel)
-            last[name] = (results["score"].sel(pick).values, results["score_boot"].sel(pick).values)
-        if len(last) < 2:
-            continue
-        delta = sign * (last[after][0] - last[before][0])  # (seed,)
-        reps = sign * (last[after][1] - last[before][1])  # (seed, boot)
-        lo, hi = interval(reps.mean(0), ci)
-        an = dict(model=before, task=task, metric=metric)
-        gap = results["gap"].sel(an).values
-        glo, ghi = (results[v].sel(an).values.mean() for v in ("gap_lo", "gap_hi"))
-        closed = (float("nan"),) * 3
-        if significant(glo, ghi) and np.nanmean(gap) > 0:
-            ratio = reps.mean(0) / np.nanmean(gap)
-            closed = (float(np.nanmean(delta) / np.nanmean(gap)), *interval(ratio, ci))
-        rows[f"{task}/{metric}"] = {
-            "target": task in targets, "last_layer_before": int(np.nanmax(
-                results["last_layer"].sel(an).values)),
-            "selected_before": float(np.nanmean(results["selected_score"].sel(an).values)),
-            "last_before": float(np.mean(last[before][0])),
-            "last_after": float(np.mean(last[after][0])),
-            "change": float(np.mean(delta)), "change_lo": lo, "change_hi": hi,
-            "gap_before": float(np.nanmean(gap)), "gap_lo": float(glo), "gap_hi": float(ghi),
-            "gap_closed": closed[0], "gap_closed_lo": closed[1], "gap_closed_hi": closed[2],
-            "best_kept": _kept(results, before, after, task, metric, sign),
-        }
-    return {"target": target, "scores": rows}
-
-
-def _kept(results: xr.Dataset, before: str, after: str, task: str, metric: str,
-          sign: float) -> float:
-    """Selected-layer score after / before (direction-aware), defined for positive scores."""
-    b, a = (float(np.nanmean(results["selected_score"].sel(model=m, task=task,
-                                                           metric=metric).values))
-            for m in (before, after))
-    if not (b > 0 and a > 0):
-        return float("nan")
-    return a / b if sign > 0 else b / a
-
-
 def align_command(args: Any) -> int:
-    from tslayers.probing import read_results
-    from tslayers.probing.analysis import primary_metric
-
     config = load_config(AlignConfig, args.config, args.overrides)
     out = align(config, args.out)
     summary = json.loads((out / "summary.json").read_text())
-    results = read_results(out / "results.nc")
     print(f"aligned ({config.kind}, target '{summary['target']}') -> {out}")
-    for key, row in summary["scores"].items():
-        task, metric = key.rsplit("/", 1)
-        if row["target"] and metric == primary_metric(results, task):
-            closed = "within noise" if not np.isfinite(row["gap_closed"]) else \
-                f"{row['gap_closed']:.0%} [{row['gap_closed_lo']:.0%}, {row['gap_closed_hi']:.0%}]"
-            print(f"  {key}: last layer {row['last_before']:.4g} -> {row['last_after']:.4g} "
-                  f"(change {row['change']:+.3g} [{row['change_lo']:+.3g}, "
-                  f"{row['change_hi']:+.3g}]; gap closed: {closed})")
+    for model, ab in summary["ablations"].items():
+        for key, row in ab["scores"].items():
+            if row["target"]:
+                print(f"  {model} {key}: last layer {row['last_before']:.4g} -> "
+                      f"{row['last_after']:.4g} (change {row['change']:+.3g} "
+                      f"[{row['change_lo']:+.3g}, {row['change_hi']:+.3g}])")
+    beyond = summary.get("beyond_truncation")
+    if beyond:
+        print(f"  gap closed beyond truncation: {_share(beyond)}")
     return 0
+
+
+def _share(row: dict) -> str:
+    if not np.isfinite(row["share"]):
+        return "not defined (no target task has a validation gap above its interval)"
+    return f"{row['share']:.0%} [{row['lo']:.0%}, {row['hi']:.0%}]"

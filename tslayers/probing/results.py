@@ -14,6 +14,7 @@ Variables (``model`` names a source and its controls: ``<name>``, ``<name>/untra
   ``selected_score``/``_lo``/``_hi``, ``gap``/``gap_lo``/``gap_hi`` (selected - last),
   ``vs_control``/``_lo``/``_hi`` and ``best_control`` (model, task, metric, seed);
 - ``higher_is_better`` (metric) int8, ``family`` (task) str, ``layer_name`` (model, layer);
+  ``align_teacher`` (model) str: the teacher of an alignment ablation ("" for other models);
 - diagnostics: ``cka`` and ``cka_cross`` (model, layer, layer2), ``effective_rank``,
   ``norm_outlier_frac``, ``mean_token_sim`` (model, layer), ``attn_entropy``,
   ``attn_distance``, ``attn_prefix_mass``, ``attn_received_max`` (model, layer, head).
@@ -152,7 +153,8 @@ def read_results(path: str | Path) -> xr.Dataset:
     return validate_results(ds, f"'{path}'")
 
 
-LABEL_VARS = ("higher_is_better", "family", "layer_name")
+LABEL_VARS = ("higher_is_better", "family", "layer_name", "align_teacher")
+STRING_LABELS = ("layer_name", "align_teacher")  # "" means unset
 
 
 def merge_results(results: list[xr.Dataset]) -> xr.Dataset:
@@ -192,12 +194,12 @@ def merge_results(results: list[xr.Dataset]) -> xr.Dataset:
         arrays = [r[name] for r in results if name in r]
         if not arrays:
             continue
-        if name == "layer_name":
+        if name in STRING_LABELS:
             arrays = [a.where(a != "") for a in arrays]
         label = arrays[0]
         for a in arrays[1:]:
             label = label.combine_first(a)
-        merged[name] = label.fillna("").astype(str) if name == "layer_name" else label
+        merged[name] = label.fillna("").astype(str) if name in STRING_LABELS else label
     merged["higher_is_better"] = merged["higher_is_better"].astype(np.int8)
     merged.attrs = dict(results[0].attrs)
     configs = list(dict.fromkeys(r.attrs.get("config", "") for r in results))

@@ -1,100 +1,112 @@
-"""Markdown for alignment runs: what each alignment changed at the output, with intervals, and
-shares only of quantities that are not within noise."""
+"""Markdown for alignment runs: what each ablation changed at the output, against the right
+baselines, with intervals; runs of the same alignment over several pretraining seeds are pooled
+(mean over seeds with a t-interval across seeds; one seed: its paired bootstrap interval)."""
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import numpy as np
-import xarray as xr
-
-from tslayers.probing.analysis import layer_table, significant
-
-from .markdown import decimals, diff, num
 
 
-def _closed(row: dict) -> str:
-    """The share of the original gap closed, only where both the gap and the change are real
-    (their intervals exclude 0); a share of a quantity within noise means nothing."""
-    values = [row.get(k, float("nan")) for k in ("gap_closed", "gap_closed_lo",
-                                                 "gap_closed_hi", "change_lo", "change_hi")]
-    if not all(math.isfinite(v) for v in values) or not (values[3] > 0 or values[4] < 0):
-        return "within noise"
-    return f"{values[0]:.0%} [{values[1]:.0%}, {values[2]:.0%}]"
+def _num(v: float | None, fmt: str = ".3g") -> str:
+    return "–" if v is None or not math.isfinite(v) else format(v, fmt)
 
 
-def _kept(row: dict, interval: tuple[float, float] | None) -> str:
-    """Selected-layer score after / before, unless the score before is within noise of 0
-    (judged by its interval when the results are at hand)."""
-    kept = row.get("best_kept", float("nan"))
-    if not math.isfinite(kept):
+def _interval(v: tuple[float, float, float], fmt: str = "+.3g", bold: bool = True) -> str:
+    mean, lo, hi = v
+    if not math.isfinite(mean):
         return "–"
-    if interval is not None and not significant(*interval):
-        return "within noise"
-    return f"{kept:.0%}"
+    text = f"{mean:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+    return f"**{text}**" if bold and math.isfinite(lo) and (lo > 0 or hi < 0) else text
 
 
-def _before_model(run: str, summary: dict, models: list[str]) -> str | None:
-    """The original model of an alignment run: ``<name>`` of the ``<name>+align-<kind>``
-    model whose name appears in the run's folder name."""
-    suffix = f"+align-{summary.get('kind', '')}"
-    names = [m[: -len(suffix)] for m in models if m.endswith(suffix)]
-    found = [n for n in names if n in run.split("-")]
-    return found[0] if len(found) == 1 else None
+def _pool(rows: list[dict], key: str, ci: float = 0.9) -> tuple[float, float, float]:
+    """Mean over seeds of ``key`` with the interval across seeds (t) or, for one seed, the
+    row's own interval ``key_lo``/``key_hi``."""
+    from tslayers.probing.analysis import _seed_interval
+
+    vals = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+    lo = np.array([r.get(f"{key}_lo", np.nan) for r in rows], dtype=float)
+    hi = np.array([r.get(f"{key}_hi", np.nan) for r in rows], dtype=float)
+    return _seed_interval(vals, lo, hi, ci)
 
 
-def _score_intervals(results: xr.Dataset | None, run: str, summary: dict) -> dict:
-    """(task, metric) -> interval of the original's selected-layer score."""
-    if results is None:
-        return {}
-    before = _before_model(run, summary, results["model"].values.tolist())
-    if before is None:
-        return {}
-    table = layer_table(results, [before])
-    return {(r.task, r.metric): (r.score_lo, r.score_hi) for r in table.itertuples()}
+def _mean(values: list[float]) -> float:
+    v = np.asarray(values, dtype=float)
+    return float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else float("nan")
 
 
-def _heading(run: str, summary: dict) -> str:
-    if "teacher_layer" in summary:
-        where = f"teacher layer {summary['teacher_layer']}"
-    else:
-        where = f"truncated at layer {summary.get('layer')}"
-    return f"### {run} (target: {summary.get('target')}, {where})"
-
-
-def alignment_markdown(summaries: dict[str, dict[str, Any]],
-                       results: xr.Dataset | None = None) -> str:
-    """One table per alignment run (primary metric of each task): the last layer's test score
-    before and after, the change with its paired interval (bold when it excludes 0), the share
-    of the original gap closed (only where that gap and the change were real) and, secondary,
-    the share of the best validation-selected score kept (only where that score is not within
-    noise of 0, which needs ``results``)."""
-    lines = ["## Alignment", ""]
+def group_runs(summaries: dict[str, dict]) -> dict[str, list[dict]]:
+    """Runs named ``<kind>-<objective>-s<seed>`` grouped over seeds."""
+    groups: dict[str, list[dict]] = {}
     for run, summary in summaries.items():
-        intervals = _score_intervals(results, run, summary)
-        lines += [_heading(run, summary), "",
-                  "| task | metric | last before | last after | change at the output | "
-                  "gap before | gap closed | best kept |", "|---|---|---|---|---|---|---|---|"]
-        scales: dict[str, list[float]] = {}
-        for key, row in summary["scores"].items():
-            scales.setdefault(key.rsplit("/", 1)[1], []).append(abs(row["last_before"]))
-        for key, row in summary["scores"].items():
+        groups.setdefault(re.sub(r"-s\d+$", "", run), []).append(summary)
+    return groups
+
+
+def _ablation_lines(runs: list[dict]) -> list[str]:
+    lines = ["| ablation | teacher | task | metric | last layer: change vs unaligned | "
+             "vs truncation only | gap closed | best kept |", "|---|---|---|---|---|---|---|---|"]
+    for model in runs[0].get("ablations", {}):
+        per_seed = [r["ablations"][model] for r in runs if model in r.get("ablations", {})]
+        for key in per_seed[0]["scores"]:
+            rows = [p["scores"][key] for p in per_seed if key in p["scores"]]
             task, metric = key.rsplit("/", 1)
-            mark = " **(target)**" if row["target"] else ""
-            scale = float(np.nanmedian(scales[metric]))
-            p = decimals(scale)
+            mark = " **(target)**" if rows[0]["target"] else ""
+            closed = _pool(rows, "gap_closed")
             lines.append(
-                f"| {task}{mark} | {metric} | {num(row['last_before'], p)} | "
-                f"{num(row['last_after'], p)} | "
-                f"{diff(row['change'], row['change_lo'], row['change_hi'], scale=scale)} | "
-                f"{diff(row['gap_before'], row['gap_lo'], row['gap_hi'], scale=scale)} | "
-                f"{_closed(row)} | {_kept(row, intervals.get((task, metric)))} |")
-        lines.append("")
-    lines.append("Change at the output: last-layer test score after minus before (oriented so "
-                 "> 0 is better), paired bootstrap over test series. Gap closed: change / the "
-                 "original's selected-minus-last gap, shown only where the intervals of that "
-                 "gap and of the change exclude 0 (else \"within noise\"). Best kept: "
-                 "selected-layer score after / before, shown only where the score before is "
-                 "not within noise of 0.")
+                f"| {model.split('/align-', 1)[-1]} | {per_seed[0].get('teacher', '')} | "
+                f"{task}{mark} | {metric} | {_interval(_pool(rows, 'change'))} | "
+                f"{_interval(_pool(rows, 'vs_reference'))} | "
+                f"{_interval(closed, '.0%', False) if math.isfinite(closed[0]) else 'n/a'} | "
+                f"{_num(_mean([r['best_kept'] for r in rows]), '.0%')} |")
+    return lines
+
+
+def _forecast_lines(runs: list[dict]) -> list[str]:
+    scored = [r["forecasts"] for r in runs if "forecasts" in r and "_meta" in r["forecasts"]]
+    if not scored:
+        return []
+    meta = scored[0]["_meta"]
+    lines = ["", f"Forecasts on the probe's test series ({meta['n_series']} series, "
+             f"{meta['windows']} windows of {meta['horizon']} steps, context "
+             f"{meta['context']}; GluonTS MASE with season {meta['season']} and mean weighted "
+             "quantile loss):", "", "| model | MASE | wQL |", "|---|---|---|"]
+    for name in (k for k in scored[0] if k != "_meta"):
+        rows = [s[name] for s in scored if name in s]
+        wql = float(np.mean([r["wQL"] for r in rows]))
+        lines.append(f"| {name} | {_interval(_pool(rows, 'MASE'), '.3f', False)} | "
+                     f"{wql:.3f} |")
+    return lines
+
+
+def alignment_markdown(summaries: dict[str, dict[str, Any]]) -> str:
+    """One section per alignment (pooled over seeds): every ablation's last-layer change on
+    every task (the target family and the cost elsewhere), its change against truncation only,
+    the gap closed where the validation gap was real, and the aligned decoder's forecasts."""
+    lines = ["## Alignment", ""]
+    for group, runs in group_runs(summaries).items():
+        first = runs[0]
+        what = first.get("layer", first.get("teacher_layer"))
+        lines += [f"### {group} (target: {first.get('target')}, layer {what}, "
+                  f"{len(runs)} seed{'s' if len(runs) > 1 else ''})", ""]
+        lines += _ablation_lines(runs)
+        beyond = [r["beyond_truncation"] for r in runs if "beyond_truncation" in r]
+        if beyond:
+            pooled = _pool([{"x": b["share"], "x_lo": b["lo"], "x_hi": b["hi"]}
+                            for b in beyond], "x")
+            text = _interval(pooled, ".0%", False) if math.isfinite(pooled[0]) else \
+                "not defined (no target task has a validation gap above its interval)"
+            lines += ["", f"Gap closed beyond truncation: {text}"]
+        lines += _forecast_lines(runs) + [""]
+    lines.append(
+        "Change: the ablation's last-layer test score minus the unaligned model's (oriented so "
+        "> 0 is better), paired bootstrap over test series (bold: interval excludes 0); across "
+        "seeds, mean with a t-interval. Vs truncation only: the same against the encoder cut at "
+        "the selected layer with no tuning (which closes the gap by construction). Gap closed: "
+        "change / the unaligned model's gap, only where its validation gap's interval is above "
+        "0. Best kept (secondary): selected-layer score after / before.")
     return "\n".join(lines) + "\n"

@@ -39,7 +39,7 @@ def _alignment(results: str | Path | xr.Dataset, ds: xr.Dataset, out: Path) -> s
     summaries = json.loads(source.read_text())
     if source.resolve() != (out / ALIGNMENT_FILE).resolve():
         shutil.copyfile(source, out / ALIGNMENT_FILE)
-    return alignment_markdown(summaries, ds) if summaries else ""
+    return alignment_markdown(summaries) if summaries else ""
 
 
 def render_report(results: str | Path | xr.Dataset, out_dir: str | Path) -> Path:
