@@ -23,7 +23,7 @@ def _one_line(capsys, command="pretrain") -> str:
     ("encoder.d_model=-16", r"encoder.d_model=-16 is out of range: use a width >= 2"),
     ("encoder.mlp_ratio=-1", r"encoder.mlp_ratio=-1.0 is out of range: use a positive"),
     ("encoder.n_heads=3", r"encoder.n_heads=3 is out of range: use a head count that splits"),
-    ("train.max_steps=-5", r"train.max_steps=-5 is out of range: use a step count >= 1, or -1"),
+    ("train.max_steps=-5", r"train.max_steps=-5 is out of range: use a step count >= 0"),
     ("train.weight_decay=-0.1", r"train.weight_decay=-0.1 is out of range"),
     ("data.batch_size=0", r"data.batch_size=0 is out of range: use a batch size >= 1"),
     ("data.val_fraction=0.9", r"val_fraction \+ test_fraction < 1"),

@@ -56,20 +56,6 @@ def test_every_figure_is_linked_and_each_kind_captioned_once():
     assert text.count("*Test score against layer") == 1
 
 
-def test_gap_closed_is_a_percentage_only_when_gap_and_change_are_both_real():
-    from tslayers.report import alignment_markdown
-
-    row = {"target": True, "last_before": 0.3, "last_after": 0.31, "change": 0.01,
-           "change_lo": -0.02, "change_hi": 0.04, "gap_before": 0.1, "gap_lo": 0.05,
-           "gap_hi": 0.15, "gap_closed": 0.1, "gap_closed_lo": -0.2, "gap_closed_hi": 0.4,
-           "best_kept": 1.0}
-    text = alignment_markdown({"run": {"target": "forecast", "layer": 1,
-                                       "scores": {"forecast/h1/last/r2": row}}})
-    line = [x for x in text.splitlines() if x.startswith("| forecast/h1/last")][0]
-    assert "within noise" in line and "10%" not in line
-    assert "**+0.100 [+0.050, +0.150]**" in line  # the real gap is bold
-
-
 def test_findings_list_only_the_claims_the_intervals_support():
     import xarray as xr
 

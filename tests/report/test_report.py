@@ -64,15 +64,6 @@ def test_the_command_regenerates_the_same_markdown_anywhere(study_report, tmp_pa
     assert (folder / "report.md").read_text() == study_report.read_text()
 
 
-def test_alignment_section_says_within_noise_instead_of_a_share_of_nothing(study_report):
-    text = study_report.read_text()
-    section = text[text.index("## Alignment"):]
-    target = [x for x in section.splitlines() if x.startswith("| forecast/h1/last")][0]
-    assert "**+0.120 [+0.050, +0.200]**" in target and "120% [50%, 200%]" in target
-    latent = [x for x in section.splitlines() if x.startswith("| latent")][0]
-    assert "within noise" in latent and "nan" not in latent.lower()
-
-
 def test_html_is_one_self_contained_file(study_report):
     html = study_report.with_suffix(".html").read_text()
     pngs = sorted(p.stem for p in study_report.parent.glob("*.png"))
@@ -89,21 +80,3 @@ def test_report_rejects_non_results(tmp_path):
         render_report(junk, tmp_path / "out")
 
 
-def test_best_kept_is_a_share_only_of_a_score_that_is_not_within_noise(results):
-    from tslayers.probing import layer_table
-    from tslayers.probing.analysis import significant
-    from tslayers.report import alignment_markdown
-
-    aligned = results.assign_coords(model=[m.replace("forecast", "contrastive+align-forecast")
-                                           for m in results["model"].values.tolist()])
-    row = {k: v for k, v in ALIGNMENT["forecast-align-s0"]["scores"]["latent/r2"].items()}
-    scores = {f"{t}/r2": {**row, "best_kept": 0.9} for t in ("latent", "forecast/h1/last")}
-    text = alignment_markdown({"forecast-contrastive-s0": {"kind": "forecast", "layer": 2,
-                                                           "target": "forecast",
-                                                           "scores": scores}}, aligned)
-    assert "truncated at layer 2" in text
-    table = layer_table(aligned, ["contrastive"]).set_index("task")
-    for task in ("latent", "forecast/h1/last"):
-        line = [x for x in text.splitlines() if x.startswith(f"| {task} |")][0]
-        real = significant(table.loc[task, "score_lo"], table.loc[task, "score_hi"])
-        assert line.endswith("| 90% |" if real else "| within noise |"), line

@@ -63,8 +63,9 @@ class TrainConfig:
                                                  and (self.devices >= 1 or self.devices == -1))
                       or isinstance(self.devices, str))
         check_ranges("train", self, {
-            "max_steps": (self.max_steps == -1 or self.max_steps >= 1,
-                          "use a step count >= 1, or -1 to stop by max_epochs/max_time"),
+            "max_steps": (self.max_steps >= -1,
+                          "use a step count >= 0 (0: no step, e.g. an untrained head), or -1 "
+                          "to stop by max_epochs/max_time"),
             "max_epochs": (self.max_epochs == -1 or self.max_epochs >= 1,
                            "use an epoch count >= 1, or -1 for no epoch limit"),
             "lr": (math.isfinite(self.lr) and self.lr > 0, "use a positive learning rate"),
