@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", default=None, help="output folder (default: beside results)")
         elif name == "inspect":
             p.add_argument("--module", required=True,
-                           help="FILE.py:FACTORY or package.module:FACTORY returning an nn.Module")
+                           help="FILE.py:FACTORY or package.module:FACTORY returning an nn.Module "
+                                "(the file is executed: its top-level code runs)")
+            p.add_argument("--module-arg", action="append", metavar="KEY=VALUE",
+                           help="keyword argument for FACTORY (repeatable; YAML scalar values)")
+            p.add_argument("--unroll-rnn", action="store_true",
+                           help="split stacked nn.GRU/LSTM into per-layer taps rnn.layers.{k}")
             p.add_argument("--taps", default="*", help="module-name glob(s), comma separated")
             p.add_argument("--data", default="synthetic/mixture", help="dataset name or path")
             p.add_argument("--context", type=int, default=256, help="window length")

@@ -3,14 +3,13 @@ probe, write the results file, render its report beside it."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 
 import torch
 
 from tslayers.config import load_config, save_config, to_dict
+from tslayers.io import lock_output
 from tslayers.probing import ProbeConfig, ProbeRunConfig, probe_encoder, probe_model
 from tslayers.probing.pipeline import _yaml
 from tslayers.probing.results import write_results
@@ -55,49 +54,27 @@ def probe_command(args) -> int:
         cfg.probe.controls = [c for c in cfg.probe.controls if c != "untrained"]  # it is one
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
-    result = probe_encoder(encoder, cfg.data, cfg.probe, model_name=name, objective=objective)
-    result.attrs["config"] = _yaml(to_dict(cfg))
-    path = write_results(result, out / "results.nc")
-    md = render_report(result, out / "report")
+    with lock_output(out, "tslayers probe"):
+        save_config(cfg, out / "config.yaml")
+        result = probe_encoder(encoder, cfg.data, cfg.probe, model_name=name,
+                               objective=objective)
+        result.attrs["config"] = _yaml(to_dict(cfg))
+        path = write_results(result, out / "results.nc")
+        md = render_report(result, out / "report")
     print(f"results: {path}\nreport:  {md}  ({result.attrs.get('probe_seconds')} s)")
     return 0
 
 
 # ------------------------------------------------------------------------------ inspect
-def load_factory(spec: str) -> torch.nn.Module:
-    """Build a model from ``FILE.py:FACTORY`` or ``package.module:FACTORY`` (called with no
-    arguments; must return an ``nn.Module``)."""
-    if ":" not in spec:
-        raise ValueError(f"--module '{spec}' must look like FILE.py:FACTORY or "
-                         "package.module:FACTORY")
-    target, func = spec.rsplit(":", 1)
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise FileNotFoundError(f"--module file '{path}' does not exist")
-        mod_spec = importlib.util.spec_from_file_location(f"_tslayers_user_{path.stem}", path)
-        module = importlib.util.module_from_spec(mod_spec)
-        mod_spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as err:
-            raise ValueError(f"--module: cannot import '{target}': {err}") from None
-    if not hasattr(module, func):
-        raise ValueError(f"--module: '{target}' has no '{func}'; available callables: "
-                         f"{[n for n in dir(module) if callable(getattr(module, n))][:20]}")
-    model = getattr(module, func)()
-    if not isinstance(model, torch.nn.Module):
-        raise ValueError(f"--module: {spec}() returned {type(model).__name__}, not an nn.Module")
-    return model
-
-
 def inspect_command(args) -> int:
     """Probe any model: the same pipeline, tasks and controls as tslayers' own encoder."""
     from tslayers.data import load_dataset
+    from tslayers.probing.factory import load_factory, parse_module_args
+    from tslayers.probing.rnn import unroll_rnns
 
-    model = load_factory(args.module)
+    model = load_factory(args.module, parse_module_args(args.module_arg or []))
+    if args.unroll_rnn:
+        model = unroll_rnns(model)
     ds = load_dataset(args.data)
     horizon = 8 if ds.sizes["time"] >= args.context + 8 else 0
     cfg = ProbeConfig(horizons=[1, horizon] if horizon else [1], forecast_from=["last"],

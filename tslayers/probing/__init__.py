@@ -8,7 +8,9 @@ Where things live (add a piece in one place):
 - **probes** (ridge, logistic, kNN, MLP): :mod:`.probes`; taps on any module: :mod:`.taps`;
 - the **pipeline** (windows -> features -> problems -> fits -> scores): :mod:`.pipeline`;
 - the **analysis** (selection on val, paired intervals, controls): :mod:`.analysis`;
-- the results file: :mod:`.results`; label-free diagnostics: :mod:`.diagnostics`.
+- the results file: :mod:`.results`; label-free diagnostics: :mod:`.diagnostics`;
+- interventions (patch, steer, ablate any tap): :mod:`.interventions`; public forecasting
+  models: :mod:`.public_models`; RNN layers as taps: :mod:`.rnn`; user factories: :mod:`.factory`.
 """
 
 from .analysis import annotate, best_layer, layer_profile, layer_table, primary_metric
@@ -22,6 +24,17 @@ from .diagnostics import (
     minibatch_cka,
     norm_outlier_frac,
 )
+from .interventions import (
+    cache_activations,
+    intervene,
+    mean_ablate,
+    patch,
+    patching_effect,
+    replace,
+    run_with_cache,
+    steer,
+    zero_ablate,
+)
 from .metrics import HIGHER_IS_BETTER, METRICS, bootstrap_ci
 from .pipeline import ProbeSource, probe, probe_encoder, probe_model, probe_sources
 from .probes import LogisticProbe, MLPProbe, RidgeProbe, knn_propagate
@@ -33,10 +46,10 @@ from .sources import (
     ModuleSource,
     PeriodogramSource,
     RawWindowSource,
-    untrained_twin,
 )
 from .taps import FeatureWriter, LayerTaps, first_tensor, reduce_tokens, select_modules
 from .tasks import TASKS, Problem, Task, View, register_task
+from .untrained import untrained_twin
 
 __all__ = [
     "annotate", "best_layer", "layer_profile", "layer_table", "primary_metric",
@@ -51,4 +64,6 @@ __all__ = [
     "RawWindowSource", "untrained_twin",
     "FeatureWriter", "LayerTaps", "first_tensor", "reduce_tokens", "select_modules",
     "TASKS", "Problem", "Task", "View", "register_task",
+    "cache_activations", "intervene", "mean_ablate", "patch", "patching_effect", "replace",
+    "run_with_cache", "steer", "zero_ablate",
 ]

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from .diagnostics import AttentionSummary, TokenDiagnostics
 from .features import Features, window_scaling
 from .taps import LayerTaps, select_modules
+from .untrained import untrained_twin
 
 
 class FeatureSource(Protocol):
@@ -57,24 +58,6 @@ class ExtractOptions:
 
 def _batches(n: int, size: int, progress: bool, desc: str):
     return tqdm(range(0, n, size), desc=desc, disable=not progress, leave=False)
-
-
-def untrained_twin(model: nn.Module, seed: int) -> nn.Module:
-    """A copy of ``model`` with every parameter re-initialised by its module's own
-    ``reset_parameters`` (parameters of modules without one are redrawn N(0, 0.02^2)); the
-    seed makes the twin reproducible."""
-    twin = copy.deepcopy(model)
-    gen = torch.manual_seed(seed)
-    covered = set()
-    for module in twin.modules():
-        if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
-            module.reset_parameters()
-            covered |= {id(p) for p in module.parameters(recurse=False)}
-    with torch.no_grad():
-        for p in twin.parameters():
-            if id(p) not in covered:
-                p.normal_(0.0, 0.02, generator=gen)
-    return twin
 
 
 # ------------------------------------------------------------------------------ encoder
