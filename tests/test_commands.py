@@ -14,7 +14,7 @@ GRU_FACTORY = textwrap.dedent('''
             super().__init__()
             self.inp = nn.Linear(3, 16)
             self.rnn = nn.GRU(16, 16, batch_first=True)
-            self.mlp = nn.Sequential(nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 16))
+            self.mlp = nn.Sequential(nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 3))
 
         def forward(self, x):
             h, _ = self.rnn(self.inp(x))

@@ -241,7 +241,8 @@ def _selectivity(ds: xr.Dataset, model: str, task: str, metric: str, layers: np.
     test = ds["score"].sel(model=model, task=control, metric=metric, split="test")
     values = [float(test.sel(seed=s, layer=int(l))) for s, l in zip(ds["seed"].values, layers)
               if np.isfinite(l)]
-    return score - float(np.nanmean(values)) if values else float("nan")
+    values = [v for v in values if np.isfinite(v)]
+    return score - float(np.mean(values)) if values else float("nan")
 
 
 def _floor(ds: xr.Dataset, controls: list[str], task: str, metric: str) -> float:

@@ -95,11 +95,16 @@ def solve(problem: Problem, cfg: ProbeConfig, layers: list[int] | None = None
         return {s: {l: knn_propagate(v[tr], problem.y[tr], v[i], k=cfg.knn_k,
                                      n_classes=problem.n_classes).argmax(-1)
                     for l, v in x.items()} for s, i in rows.items()}
-    if problem.kind == "classify":
-        stack = np.stack(list(x.values()))
-        probe = LogisticProbe(cfg.Cs).fit(stack[:, tr], problem.y[tr], stack[:, va],
-                                          problem.y[va], problem.n_classes)
-        return {s: dict(zip(x, probe.predict(stack[:, i]))) for s, i in rows.items()}
+    if problem.kind == "classify":  # one batched fit per feature width (taps may differ)
+        preds: dict[str, dict[int, np.ndarray]] = {s: {} for s in rows}
+        for width in dict.fromkeys(v.shape[1] for v in x.values()):
+            group = [l for l, v in x.items() if v.shape[1] == width]
+            stack = np.stack([x[l] for l in group])
+            probe = LogisticProbe(cfg.Cs).fit(stack[:, tr], problem.y[tr], stack[:, va],
+                                              problem.y[va], problem.n_classes)
+            for s, i in rows.items():
+                preds[s].update(zip(group, probe.predict(stack[:, i])))
+        return {s: {l: preds[s][l] for l in x} for s in rows}
     probe = RidgeProbe(cfg.lambdas)
     for split, idx in (("train", tr), ("val", va)):
         for s in range(0, len(idx), 4096):
