@@ -8,6 +8,7 @@ import yaml
 
 from tslayers.cli import main
 from tslayers.probing import read_results
+from tslayers.stages import mark_started
 
 _TRAIN = {"max_steps": 6, "warmup_steps": 1, "val_check_interval": 3, "ckpt_every_n_steps": 3,
           "limit_val_batches": 2, "progress_bar": False}
@@ -94,3 +95,18 @@ def test_report_regenerates_the_same_markdown(study, tmp_path):
     assert main(["report", str(run / "report" / "results.nc"), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").read_text() == (run / "report" / "report.md").read_text()
     assert "## Alignment" in (tmp_path / "report.md").read_text()
+
+
+def test_an_interrupted_pretrain_stage_resumes_from_its_checkpoint(study, capsys):
+    run, path = study
+    stage = run / "pretrain" / "forecast-s0"
+    assert (stage / "checkpoints" / "last.ckpt").is_file()
+    key = json.loads((stage / "_stage.json").read_text())["fingerprint"]
+    (stage / "_stage.json").unlink()  # what a kill during training leaves behind:
+    mark_started(stage, key)  # a started stage without its completion record
+    capsys.readouterr()
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[1/" in out and "was interrupted: resuming in" in out
+    assert not list(stage.parent.glob("forecast-s0.*"))  # nothing moved aside
+    assert (stage / "_stage.json").is_file()
