@@ -42,9 +42,11 @@ from .tasks import TASKS, Context, Problem, Split, control_task, resolve_tasks
 
 
 def _load(data, cfg: ProbeConfig) -> tuple[xr.Dataset, int, int | None]:
-    """Dataset, context and stride from an ``xr.Dataset`` or a ``DataConfig``."""
+    """Dataset, context and stride from an ``xr.Dataset``, a dataset name or a ``DataConfig``."""
     from tslayers.data import load_dataset, validate_dataset
 
+    if isinstance(data, str):
+        data = load_dataset(data)
     if isinstance(data, xr.Dataset):
         ds, context, stride = data, cfg.context, cfg.stride
         if context is None:
