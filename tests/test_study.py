@@ -110,3 +110,21 @@ def test_an_interrupted_pretrain_stage_resumes_from_its_checkpoint(study, capsys
     assert "[1/" in out and "was interrupted: resuming in" in out
     assert not list(stage.parent.glob("forecast-s0.*"))  # nothing moved aside
     assert (stage / "_stage.json").is_file()
+
+
+def test_the_terminal_stays_quiet(study, tmp_path):
+    """A whole study prints its stage lines and a short summary, no library banners."""
+    import subprocess
+    import sys
+
+    _, path = study
+    done = subprocess.run([sys.executable, "-m", "tslayers.cli", "run", str(path), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) <= 80, len(lines)
+    noise = [x for x in lines if any(s in x for s in ("GPU available", "Tip:", "LeafSpec",
+                                                       "weights_only", "eval mode",
+                                                       "Trainer.fit` stopped"))]
+    assert not noise, noise
+    assert any(x.startswith("full report") for x in lines)

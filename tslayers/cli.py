@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> (module, function, help). The function takes the parsed argparse namespace.
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tslayers",
         description="Where do a time-series transformer's best features live? Probe every layer.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="keep library banners and notices (Lightning) in the output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, _, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -85,6 +88,8 @@ def _os_error_message(err: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ["TSLAYERS_VERBOSE"] = "1"
     module_name, func_name, _ = COMMANDS[args.command]
     try:
         module = importlib.import_module(module_name)

@@ -24,6 +24,7 @@ from tslayers.io import atomic_path, atomic_write
 from tslayers.model import EncoderConfig, TemporalEncoder
 from tslayers.probing import ProbeConfig, ProbeSource, probe_sources, write_results
 from tslayers.training import TrainConfig, build_trainer, configure_adamw_cosine
+from tslayers.training.loop import quiet_lightning
 
 from .ablations import dynamics_ablations, forecast_ablations
 from .heads import DynamicsLossConfig, ForecastAligner, ForecastHeadConfig
@@ -157,9 +158,10 @@ def _fit(aligner: torch.nn.Module, train_cfg: TrainConfig, dm: SeriesDataModule,
          out: Path) -> float:
     L.seed_everything(train_cfg.seed, workers=True, verbose=False)
     module = LitAlign(aligner, train_cfg)
-    trainer = build_trainer(train_cfg, out)
-    trainer.fit(module, datamodule=dm)
-    metrics = trainer.validate(module, datamodule=dm, verbose=False)[0]
+    with quiet_lightning():
+        trainer = build_trainer(train_cfg, out)
+        trainer.fit(module, datamodule=dm)
+        metrics = trainer.validate(module, datamodule=dm, verbose=False)[0]
     return float(metrics["val/loss"])
 
 

@@ -7,7 +7,11 @@ so a run killed mid-epoch resumes on exactly the batches it would have seen.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +80,34 @@ def build_strategy(name: str) -> Any:
 
         return FSDPStrategy(auto_wrap_policy={Block}, state_dict_type="full")
     return name
+
+
+#: notices Lightning and torch print on every fit that say nothing about this run
+_HARMLESS = (r".*LeafSpec.* is deprecated", r".*weights_only.*", r".*module\(s\) in eval mode",
+             r".*smaller than the logging interval", r".*does not have many workers",
+             r"Checkpoint directory .* exists and is not empty")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's banners (accelerator lines, tips, "fit stopped") and known-harmless notices
+    off for the fit/validate calls inside the block; ``TSLAYERS_VERBOSE=1`` (``tslayers -v``)
+    keeps them. Warnings outside the block are untouched."""
+    if os.environ.get("TSLAYERS_VERBOSE"):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for message in _HARMLESS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def build_trainer(

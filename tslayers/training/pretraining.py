@@ -36,7 +36,7 @@ from tslayers.model import EncoderConfig, TemporalEncoder
 from tslayers.objectives import Objective, build_objective, save_objective
 
 from .config import PretrainConfig
-from .loop import ResumableLoader, build_trainer
+from .loop import ResumableLoader, build_trainer, quiet_lightning
 from .module import LitPretrainer
 
 # train.* keys a run may change and still resume: length, hardware, logging cadence
@@ -251,15 +251,16 @@ def _pretrain(config: PretrainConfig, run_dir: Path, resume: str | Path | None,
 
     last = run_dir / "checkpoints" / "last.ckpt"
     on_interrupt = _CheckpointOnInterrupt(last)
-    trainer = build_trainer(cfg, run_dir, callbacks=[*(callbacks or []), on_interrupt])
     train_loader = ResumableLoader(data.train_dataloader(), seed=cfg.seed)
     if batches_done is not None:  # Lightning does not restore it in max_epochs runs
         train_loader.done = int(batches_done)
     try:
-        trainer.fit(module, train_dataloaders=train_loader,
-                    val_dataloaders=data.val_dataloader(), ckpt_path=ckpt)
-        trainer.save_checkpoint(last)  # the final state, whatever the step cadence
-        final = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
+        with quiet_lightning():
+            trainer = build_trainer(cfg, run_dir, callbacks=[*(callbacks or []), on_interrupt])
+            trainer.fit(module, train_dataloaders=train_loader,
+                        val_dataloaders=data.val_dataloader(), ckpt_path=ckpt)
+            trainer.save_checkpoint(last)  # the final state, whatever the step cadence
+            final = trainer.validate(module, dataloaders=data.val_dataloader(), verbose=False)
     except SIGTERMException:  # a SystemExit: left alone, the process would exit 0
         saved = f"saved {last}" if last.is_file() else "no checkpoint was written"
         raise Terminated(f"pretraining stopped by SIGTERM at step {trainer.global_step}; "
