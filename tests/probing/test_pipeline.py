@@ -276,3 +276,9 @@ def test_module_source_errors_name_the_flag(lgssm):
         ModuleSource(OneChannel(), "blocks.*")
     with pytest.raises(ValueError, match="channel count"):
         probe_model(OneChannel(), lgssm, "lin", _cfg(tasks=["latent"]))
+
+
+def test_model_names_cannot_escape_the_output_folder(lgssm):
+    for bad in ("../../x", "a/../b", "/abs", "a b"):
+        with pytest.raises(ValueError, match="cannot name results and figure files"):
+            probe_encoder(_encoder(), lgssm, _cfg(tasks=["latent"]), model_name=bad)

@@ -14,6 +14,7 @@ globs) are thin wrappers that build the source.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -281,6 +282,12 @@ def probe(sources, data, config: ProbeConfig | None = None) -> xr.Dataset:
     """
     cfg = config or ProbeConfig()
     sources = sources if isinstance(sources, (list, tuple)) else [sources]
+    for src in sources:  # names end up in file names: no path tricks
+        parts = src.name.split("/")
+        if not all(re.fullmatch(r"[A-Za-z0-9_.+@=-]+", p) and set(p) != {"."} for p in parts):
+            raise ValueError(f"model name '{src.name}' cannot name results and figure files: "
+                             "use letters, digits and - _ . + @ = in '/'-separated parts, "
+                             "none of them '.' or '..'")
     t0 = time.perf_counter()
     ds, context, stride = _load(data, cfg)
     lens = any(getattr(s, "objective", None) is not None for s in sources)
