@@ -112,12 +112,13 @@ def test_an_interrupted_pretrain_stage_resumes_from_its_checkpoint(study, capsys
     assert (stage / "_stage.json").is_file()
 
 
-def test_the_terminal_stays_quiet(study, tmp_path):
-    """A whole study prints its stage lines and a short summary, no library banners."""
+def test_the_terminal_stays_quiet_and_a_rerun_reproduces_the_scores(study, tmp_path):
+    """A whole study prints its stage lines and a short summary, no library banners; the same
+    config and seed in a fresh process and folder give identical scores."""
     import subprocess
     import sys
 
-    _, path = study
+    run, path = study
     done = subprocess.run([sys.executable, "-m", "tslayers.cli", "run", str(path), "--out",
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -128,3 +129,8 @@ def test_the_terminal_stays_quiet(study, tmp_path):
                                                        "Trainer.fit` stopped"))]
     assert not noise, noise
     assert any(x.startswith("full report") for x in lines)
+    first = read_results(run / "report" / "results.nc")
+    again = read_results(tmp_path / "run" / "report" / "results.nc")
+    base = first["model"].values.tolist()
+    np.testing.assert_array_equal(again["score"].sel(model=base).values,
+                                  first["score"].sel(model=base).values)
