@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tslayers.align.run import AlignConfig
+from tslayers.align.config import AlignConfig
 from tslayers.config import load_config, save_config, to_dict
 from tslayers.data import DataConfig
 from tslayers.io import atomic_write, launch_rank, lock_output

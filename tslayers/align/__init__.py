@@ -1,5 +1,12 @@
-"""Temporal alignment heads: move the useful intermediate features to the output, re-probe."""
+"""Temporal alignment heads: move the useful intermediate features to the output, re-probe.
 
+``config`` (AlignConfig) and ``heads`` load without Lightning; ``run`` (training, re-probing)
+and ``summary`` load on first use.
+"""
+
+from tslayers._lazy import lazy_getattr
+
+from .config import AlignConfig
 from .heads import (
     DynamicsAligner,
     DynamicsLossConfig,
@@ -9,8 +16,15 @@ from .heads import (
     sharpened_similarity,
     spectral_descriptor,
 )
-from .run import AlignConfig, align, align_command, best_layer_from_results
-from .summary import alignment_summary, gap_closed_beyond
+
+_LAZY = {
+    "align": "tslayers.align.run",
+    "align_command": "tslayers.align.run",
+    "best_layer_from_results": "tslayers.align.run",
+    "alignment_summary": "tslayers.align.summary",
+    "gap_closed_beyond": "tslayers.align.summary",
+}
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "AlignConfig",
@@ -18,12 +32,8 @@ __all__ = [
     "DynamicsLossConfig",
     "ForecastAligner",
     "ForecastHeadConfig",
-    "align",
-    "align_command",
-    "alignment_summary",
-    "best_layer_from_results",
     "correspondence_loss",
-    "gap_closed_beyond",
     "sharpened_similarity",
     "spectral_descriptor",
+    *_LAZY,
 ]
