@@ -13,6 +13,8 @@ forecasts are given as equal quantiles, so their wQL is their weighted absolute 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -117,10 +119,11 @@ def score_forecasts(models: dict[str, ForecastFn], obs: np.ndarray, context: int
     counts = bootstrap_counts(np.arange(obs.shape[0]), n_boot, seed, "test")
     out = {}
     for name, fc in all_fc.items():
-        agg = evaluate_forecasts(fc, test_data=test, metrics=metrics, axis=None,
-                                 seasonality=season).iloc[0]
-        per = evaluate_forecasts(fc, test_data=test, metrics=[MASE()], axis=1,
-                                 seasonality=season).iloc[:, 0].to_numpy()
+        with _no_progress_bars():
+            agg = evaluate_forecasts(fc, test_data=test, metrics=metrics, axis=None,
+                                     seasonality=season).iloc[0]
+            per = evaluate_forecasts(fc, test_data=test, metrics=[MASE()], axis=1,
+                                     seasonality=season).iloc[:, 0].to_numpy()
         per_series = per.reshape(obs.shape[0], -1).mean(1)  # items are (series, channel)
         reps = counts @ per_series / counts.sum(1)
         lo, hi = interval(reps, ci)
@@ -218,3 +221,17 @@ def ridge_fn(encoder, train_obs: np.ndarray, val_obs: np.ndarray, context: int,
             pred.reshape(b, c, horizon).permute(0, 2, 1)
         return (pred * out.patched.scale + out.patched.loc).numpy()[..., None]
     return fn
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """GluonTS's evaluation draws a tqdm bar per call (``tqdm()`` without ``disable``, and tqdm
+    reads its environment only at import); a study should print none of them."""
+    import gluonts.model.evaluation as evaluation
+
+    original = evaluation.tqdm
+    evaluation.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        evaluation.tqdm = original
