@@ -123,18 +123,18 @@ class _Folded(nn.Module):
 
 
 # ---------------------------------------------------------------------------- PatchTST
-class PatchTSTWindows(nn.Module):
-    """HF ``PatchTSTModel`` on (B, T, C): ``past_values=x``, NaNs as unobserved."""
+class HFWindows(nn.Module):
+    """A Hugging Face patch model (PatchTST, PatchTSMixer) on (B, T, C): ``past_values=x``, NaNs
+    given as unobserved through the model's own mask argument (``mask_arg``)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, name: str, mask_arg: str):
         super().__init__()
-        self.model = model
+        self.model, self.name, self.mask_arg = model, name, mask_arg
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.model.config
-        _check(x, "PatchTST", cfg.context_length, cfg.num_input_channels, True)
-        observed = ~torch.isnan(x)
-        out = self.model(past_values=torch.nan_to_num(x), past_observed_mask=observed)
+        _check(x, self.name, cfg.context_length, cfg.num_input_channels, True)
+        out = self.model(past_values=torch.nan_to_num(x), **{self.mask_arg: ~torch.isnan(x)})
         return out.last_hidden_state  # (B, C, N, D)
 
 
@@ -148,28 +148,13 @@ def patchtst(source: str | None = None, *, seed: int = 0, **config: Any) -> Publ
     else:
         model = _seeded(seed, lambda: PatchTSTModel(PatchTSTConfig(**config)))
     cfg = model.config
-    wrapper = PatchTSTWindows(model.eval())
+    wrapper = HFWindows(model.eval(), "PatchTST", "past_observed_mask")
     return PublicModel("patchtst", wrapper, _blocks(wrapper, "model.encoder.layers"),
                        cfg.context_length, cfg.num_input_channels, True, time_dim=2,
                        layout="past_values (B, T, C); blocks hold (B, C, N, D)")
 
 
 # ---------------------------------------------------------------------------- PatchTSMixer
-class PatchTSMixerWindows(nn.Module):
-    """HF ``PatchTSMixerModel`` on (B, T, C): ``past_values=x``, NaNs as unobserved."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cfg = self.model.config
-        _check(x, "PatchTSMixer", cfg.context_length, cfg.num_input_channels, True)
-        observed = ~torch.isnan(x)
-        out = self.model(past_values=torch.nan_to_num(x), observed_mask=observed)
-        return out.last_hidden_state  # (B, C, N, D)
-
-
 def patchtsmixer(source: str | None = None, *, seed: int = 0, **config: Any) -> PublicModel:
     """PatchTSMixer (Ekambaram et al., 2023); taps ``model.encoder.mlp_mixer_encoder.mixers.*``
     (one per mixer layer)."""
@@ -181,7 +166,7 @@ def patchtsmixer(source: str | None = None, *, seed: int = 0, **config: Any) -> 
     else:
         model = _seeded(seed, lambda: PatchTSMixerModel(PatchTSMixerConfig(**config)))
     cfg = model.config
-    wrapper = PatchTSMixerWindows(model.eval())
+    wrapper = HFWindows(model.eval(), "PatchTSMixer", "observed_mask")
     return PublicModel("patchtsmixer", wrapper,
                        _blocks(wrapper, "model.encoder.mlp_mixer_encoder.mixers"),
                        cfg.context_length,
