@@ -51,7 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--unroll-rnn", action="store_true",
                            help="split stacked nn.GRU/LSTM into per-layer taps rnn.layers.{k}")
             p.add_argument("--taps", default="*", help="module-name glob(s), comma separated")
-            p.add_argument("--data", default="synthetic/mixture", help="dataset name or path")
+            p.add_argument("--data", default="synthetic/mixture",
+                           help="dataset name or file (.nc, .npz with x + named target arrays, "
+                                ".csv, ...)")
+            p.add_argument("--targets", default=None, metavar="NAME[,NAME]",
+                           help="dataset variables to probe for: per series (labels or values) "
+                                "or per time step (states aligned with the input; read at each "
+                                "token's last step)")
             p.add_argument("--context", type=int, default=256, help="window length")
             p.add_argument("--reduce", default="tokens", choices=["tokens", "mean", "last"],
                            help="keep every step of each tap (per-time tasks apply) or pool it")

@@ -70,19 +70,24 @@ def inspect_command(args) -> int:
     """Probe any model: the same pipeline, tasks and controls as tslayers' own encoder."""
     from tslayers.data import load_dataset
     from tslayers.probing.factory import load_factory, parse_module_args
+    from tslayers.probing.features import check_targets
     from tslayers.probing.rnn import unroll_rnns
 
+    ds = load_dataset(args.data)
+    targets = [t.strip() for t in (args.targets or "").split(",") if t.strip()]
+    check_targets(ds, targets, "--targets")  # before the factory builds (maybe trains) a model
     model = load_factory(args.module, parse_module_args(args.module_arg or []))
     if args.unroll_rnn:
         model = unroll_rnns(model)
-    ds = load_dataset(args.data)
     horizon = 8 if ds.sizes["time"] >= args.context + 8 else 0
     cfg = ProbeConfig(horizons=[1, horizon] if horizon else [1], forecast_from=["last"],
-                      max_windows=args.max_windows, context=args.context, progress=True)
+                      max_windows=args.max_windows, context=args.context, progress=True,
+                      targets=targets)
     result = probe_model(model, ds, args.taps, cfg, name="model", layout=args.input_layout,
                          reduce=args.reduce)
     result.attrs["config"] = _yaml({"module": args.module, "taps": args.taps, "data": args.data,
-                                    "context": args.context, "reduce": args.reduce})
+                                    "targets": targets, "context": args.context,
+                                    "reduce": args.reduce})
     out = Path(args.out)
     path = write_results(result, out / "results.nc")
     names = result["layer_name"].sel(model="model").values.tolist()

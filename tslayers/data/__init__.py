@@ -25,7 +25,13 @@ from tslayers.data.adapters import (
     load_ucr,
     save_netcdf,
 )
-from tslayers.data.core import DataError, make_dataset, series_lengths, validate_dataset
+from tslayers.data.core import (
+    DataError,
+    add_targets,
+    make_dataset,
+    series_lengths,
+    validate_dataset,
+)
 from tslayers.data.registry import list_datasets, load_dataset, register_dataset
 from tslayers.data.synthetic import (
     make_lgssm,
@@ -55,7 +61,7 @@ __getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [
-    "DataError", "make_dataset", "validate_dataset", "series_lengths",
+    "DataError", "add_targets", "make_dataset", "validate_dataset", "series_lengths",
     "load_dataset", "register_dataset", "list_datasets",
     "make_lgssm", "make_lorenz", "make_pendulum", "make_van_der_pol", "make_switching_ar",
     "make_seasonal_anomalies", "make_mixture",

@@ -11,7 +11,7 @@ PyPI packages: UCR/UEA classification sets through aeon (official train/test spl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from tslayers.data.core import DataError, make_dataset, validate_dataset
+from tslayers.data.core import DataError, add_targets, make_dataset, validate_dataset
 
 __all__ = [
     "from_numpy",
@@ -133,12 +133,14 @@ def from_numpy(
     time_label: np.ndarray | None = None,
     time_label_kind: str = "regime",
     drop_empty: bool = False,
+    targets: Mapping[str, Any] | None = None,
     **attrs: Any,
 ) -> xr.Dataset:
     """Arrays -> dataset. ``x`` is (T,) one series, (N, T) univariate, (N, T, C) (or (N, C, T)
     with ``layout="nct"``, aeon's convention), or a list of per-series (T_i,) / (T_i, C) arrays
-    of different lengths (padded with NaN). Extra keyword arguments become attributes
-    (``freq``, ``season_length``...).
+    of different lengths (padded with NaN). ``targets``: named probe targets per series or per
+    time step (see :func:`tslayers.data.add_targets`). Extra keyword arguments become
+    attributes (``freq``, ``season_length``...).
     """
     if isinstance(x, np.ndarray) and x.dtype != object:
         arr = np.asarray(x, dtype=np.float32)
@@ -154,7 +156,7 @@ def from_numpy(
         if len(x) and np.isscalar(x[0]):
             return from_numpy(np.asarray(x, dtype=np.float32), labels=labels, classes=classes,
                               split=split, name=name, channel_names=channel_names,
-                              drop_empty=drop_empty, **attrs)
+                              drop_empty=drop_empty, targets=targets, **attrs)
         arr = _pad(_as_series_list(x, layout))
     else:
         raise DataError(f"from_numpy expects an array or a list of arrays, got {type(x)}")
@@ -169,6 +171,8 @@ def from_numpy(
     ds = make_dataset(arr, label=lab, classes=cls, split=split, channel_names=channel_names,
                       time_label=time_label, time_label_kind=time_label_kind,
                       attrs={"name": name, "system": "real", **attrs})
+    if targets:
+        ds = add_targets(ds, targets)
     return validate_dataset(ds, drop_empty=drop_empty, where=name)
 
 
@@ -589,8 +593,10 @@ def load_airline() -> xr.Dataset:
 
 
 def load_file(path: str | Path, **kwargs: Any) -> xr.Dataset:
-    """Load by file type: ``.nc`` netCDF, ``.npy``/``.npz`` arrays, ``.csv`` frames (``format``
-    wide/long), ``.json``/``.jsonl`` or a folder = GluonTS FileDataset (needs ``freq``)."""
+    """Load by file type: ``.nc`` netCDF, ``.npy``/``.npz`` arrays (an ``.npz`` holds ``x``,
+    optional ``labels`` and any named targets, see :func:`tslayers.data.add_targets`),
+    ``.csv`` frames (``format`` wide/long), ``.json``/``.jsonl`` or a folder = GluonTS
+    FileDataset (needs ``freq``)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"data file '{path}' does not exist")
@@ -602,10 +608,11 @@ def load_file(path: str | Path, **kwargs: Any) -> xr.Dataset:
     if suffix == ".npz":
         with np.load(path) as z:
             if "x" not in z:
-                raise DataError(f"{path}: an .npz needs an array 'x' (and optional 'labels'); "
-                                f"found {list(z.keys())}")
+                raise DataError(f"{path}: an .npz needs an array 'x' (and optional 'labels' "
+                                f"and named targets); found {list(z.keys())}")
             labels = z["labels"] if "labels" in z else None
-            return from_numpy(z["x"], labels=labels, name=path.stem, **kwargs)
+            targets = {k: z[k] for k in z.keys() if k not in ("x", "labels")}
+            return from_numpy(z["x"], labels=labels, name=path.stem, targets=targets, **kwargs)
     if suffix == ".csv":
         fmt = kwargs.pop("format", "wide")
         if fmt == "wide":

@@ -103,6 +103,35 @@ def make_dataset(
     return ds
 
 
+def add_targets(ds: xr.Dataset, targets: Mapping[str, Any]) -> xr.Dataset:
+    """Attach user probe targets to a dataset, one variable each, by shape: ``(N,)`` or
+    ``(N, K)`` per series; ``(N, T)`` or ``(N, T, K)`` per time step, aligned with ``obs``.
+    An ``(N, T)`` array is read per time step (a per-series vector of exactly T components
+    is ambiguous: add it as an xarray variable with dims ``("series", "k")`` instead).
+    Integer, boolean and string targets are class labels; floats are regressed."""
+    n, t = ds.sizes["series"], ds.sizes["time"]
+    out = ds.copy()
+    for name, value in targets.items():
+        if name in ("obs", "series", "time", "channel"):
+            raise DataError(f"target name '{name}' is reserved; rename the target")
+        arr = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        if arr.ndim == 0 or arr.shape[0] != n:
+            raise DataError(f"target '{name}' has shape {arr.shape}, but the data has {n} "
+                            f"series: its first axis must be the series axis ({n})")
+        if arr.ndim >= 2 and arr.shape[1] == t:
+            dims = ("series", "time") + ((f"{name}_dim",) if arr.ndim == 3 else ())
+        elif arr.ndim <= 2:
+            dims = ("series",) + ((f"{name}_dim",) if arr.ndim == 2 else ())
+        else:
+            raise DataError(f"target '{name}' has shape {arr.shape}: use (N,) or (N, K) per "
+                            f"series, or (N, T, K) per time step with T = {t} as in the data")
+        if arr.ndim > len(dims):
+            raise DataError(f"target '{name}' has shape {arr.shape}: at most one axis of "
+                            "target components (per series (N, K), per time (N, T, K))")
+        out[name] = (dims, arr)
+    return out
+
+
 def series_lengths(ds: xr.Dataset) -> np.ndarray:
     """Length of each series = last observed time index + 1 (ragged tails are all-NaN)."""
     observed = np.isfinite(ds["obs"].values).any(axis=-1)  # (N, T)

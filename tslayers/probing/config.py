@@ -18,6 +18,8 @@ class ProbeConfig:
     well under 30 s on two CPU cores."""
 
     tasks: list[str] = field(default_factory=lambda: ["auto"])
+    # dataset variables to probe for (per series or per time step; see tslayers.data.add_targets)
+    targets: list[str] = field(default_factory=list)
     horizons: list[int] = field(default_factory=lambda: [1, 4, 16])
     forecast_from: list[str] = field(default_factory=lambda: ["last", "all"])  # token features
     pool: str = "mean"  # series-level pooling: mean | last | register

@@ -18,7 +18,9 @@ import xarray as xr
 class Windows:
     """A fixed sample of windows (numpy). ``x`` (W, T, C) with NaN = missing, ``future``
     (W, H, C) or None, ``label`` (W,), ``latent`` (W, T, S), ``time_label`` (W, T), ``series``
-    (W,) original series ids, ``start`` (W,) first time index in the series."""
+    (W,) original series ids, ``start`` (W,) first time index in the series. User targets
+    (dataset variables named in ``probe.targets``): ``targets`` per series, (W,) or (W, K);
+    ``step_targets`` per time step, (W, T, K), aligned with ``x``."""
 
     x: np.ndarray
     series: np.ndarray
@@ -29,16 +31,18 @@ class Windows:
     time_label: np.ndarray | None = None
     time_label_kind: str | None = None
     n_classes: int | None = None
-    targets: dict[str, np.ndarray] = field(default_factory=dict)  # user targets, see tasks
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    step_targets: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.x)
 
 
 def sample_windows(ds: xr.Dataset, context: int, horizon: int, stride: int | None,
-                   max_windows: int, seed: int = 0) -> Windows:
+                   max_windows: int, seed: int = 0, targets: list[str] = ()) -> Windows:
     """Cut windows (context + horizon) from every series and keep ``max_windows`` at random,
-    spread evenly over series (so no series dominates the sample)."""
+    spread evenly over series (so no series dominates the sample). ``targets`` names dataset
+    variables to carry along as probe targets (see :func:`user_targets`)."""
     from tslayers.data.windows import WindowDataset
 
     wd = WindowDataset(ds, context, horizon, stride)
@@ -63,9 +67,61 @@ def sample_windows(ds: xr.Dataset, context: int, horizon: int, stride: int | Non
         classes = ds["label"].attrs.get("classes")
         n_classes = len(np.atleast_1d(classes)) if classes is not None else \
             int(ds["label"].max()) + 1
+    per_series, per_step = user_targets(ds, list(targets), wd.index[idx], context)
     return Windows(x=stack("x"), series=stack("series"), start=stack("start"),
                    future=stack("future"), label=stack("label"), latent=stack("latent"),
-                   time_label=stack("time_label"), time_label_kind=tl_kind, n_classes=n_classes)
+                   time_label=stack("time_label"), time_label_kind=tl_kind, n_classes=n_classes,
+                   targets=per_series, step_targets=per_step)
+
+
+def user_targets(ds: xr.Dataset, names: list[str], index: np.ndarray, context: int
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The named variables at the sampled windows (``index``: positional (series, start)).
+    A variable with a ``time`` dim is cut to each window's context, (W, T, K), so its value
+    at step t belongs to input step t; one without is read per series. Class labels (integer,
+    boolean or string values) become codes 0..K-1 with their names in ``classes``."""
+    check_targets(ds, names)
+    per_series, per_step = {}, {}
+    for name in names:
+        var = ds[name]
+        if var.dims[0] != "series" or ("time" in var.dims and var.dims[1] != "time"):
+            raise ValueError(f"probe target '{name}' has dims {var.dims}; expected (series, "
+                             "...) or (series, time, ...)")
+        arr = _target_values(name, var.values)
+        if arr.dtype.kind == "i" and arr.ndim > 1 + ("time" in var.dims):
+            raise ValueError(f"probe target '{name}': class labels take one value per series "
+                             f"or per time step, got dims {var.dims}; split the components "
+                             "into separate targets")
+        s = index[:, 0]
+        if "time" in var.dims:
+            steps = index[:, 1:2] + np.arange(context)[None]
+            vals = arr[s[:, None], steps]
+            per_step[name] = vals if vals.ndim == 3 or vals.dtype.kind == "i" else vals[..., None]
+        else:
+            per_series[name] = arr[s]
+    return per_series, per_step
+
+
+def check_targets(ds: xr.Dataset, names: list[str], what: str = "probe.targets") -> None:
+    """Refuse target names that are not variables of the dataset, listing the ones that are."""
+    missing = [n for n in names if n not in ds.data_vars or n == "obs"]
+    if missing:
+        have = [v for v in ds.data_vars if v != "obs" and "series" in ds[v].dims]
+        raise ValueError(f"{what}: {missing} not in dataset '{ds.attrs.get('name', 'dataset')}'"
+                         f", whose variables with a series dim are {have}; add targets with "
+                         "tslayers.data.add_targets or as named arrays in an .npz")
+
+
+def _target_values(name: str, values: np.ndarray) -> np.ndarray:
+    """Floats stay floats (regression); integers, booleans and strings become class codes."""
+    if values.dtype.kind == "f":
+        return values.astype(np.float64)
+    if values.dtype.kind not in "iubUSO":
+        raise ValueError(f"probe target '{name}' has dtype {values.dtype}; use floats "
+                         "(regression) or integers / strings (classes)")
+    _, codes = np.unique(values.astype(str) if values.dtype.kind in "USO" else values,
+                         return_inverse=True)
+    return codes.reshape(values.shape).astype(np.int64)
 
 
 def window_scaling(x: np.ndarray, floor: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:

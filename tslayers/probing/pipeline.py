@@ -222,7 +222,7 @@ def _build_entries(sources: list, win: Windows, cfg: ProbeConfig, impute: bool) 
         first = own[0].feats
         if "raw-window" in cfg.controls:
             raw = RawWindowSource(f"{src.name}/raw-window", first.token_end, first.token_len,
-                                  causal=src.causal)
+                                  causal=src.causal, instance_scaled=src.instance_scaled)
             own.append(_Entry(raw.name, raw, _extract(raw, win, cfg, impute)))
         if "periodogram" in cfg.controls:
             per = PeriodogramSource(f"{src.name}/periodogram")
@@ -293,10 +293,13 @@ def probe(sources, data, config: ProbeConfig | None = None) -> xr.Dataset:
     lens = any(getattr(s, "objective", None) is not None for s in sources)
     horizon = max(cfg.horizons) if (lens or any(t in ("forecast", "auto")
                                                 for t in cfg.tasks)) else 0
-    win = sample_windows(ds, context, horizon, stride, cfg.max_windows, cfg.seeds[0])
+    win = sample_windows(ds, context, horizon, stride, cfg.max_windows, cfg.seeds[0],
+                         cfg.targets)
     tasks = resolve_tasks(cfg.tasks, win, ds.attrs.get("name", "dataset"))
-    if lens and "lens" not in tasks:
-        tasks.append("lens")
+    for extra, wanted in (("lens", lens), ("series_target", win.targets),
+                          ("step_target", win.step_targets)):
+        if wanted and extra not in tasks:  # named targets always run
+            tasks.append(extra)
     if not tasks:
         raise ValueError("no task applies to this dataset; name tasks in probe.tasks to see "
                          "what each one needs")
@@ -438,10 +441,37 @@ def probe_encoder(encoder: torch.nn.Module, data, config: ProbeConfig | None = N
 
 
 def probe_model(model: torch.nn.Module, data, taps: str | list[str], config: ProbeConfig |
-                None = None, *, name: str = "model", **source_kw) -> xr.Dataset:
-    """Probe any ``nn.Module`` tapped by module-name globs (see :class:`ModuleSource`)."""
+                None = None, *, name: str = "model", targets=None, **source_kw) -> xr.Dataset:
+    """Probe any ``nn.Module`` tapped by module-name globs (see :class:`ModuleSource`).
+
+    ``data``: a dataset name, an ``xr.Dataset`` or an array of inputs, (N, T) or (N, T, C).
+    ``targets``: ``{name: array}`` probe targets, per series (N,) / (N, K) or per time step
+    (N, T) / (N, T, K) (classes for integer or string values), or names of dataset variables.
+    """
     cfg = config or ProbeConfig()
+    data, names = _with_targets(data, targets)
+    if names:
+        cfg = dataclasses.replace(cfg, targets=[*cfg.targets, *names])
     return probe(ModuleSource(model, taps, name, options=_options(cfg), **source_kw), data, cfg)
+
+
+def _with_targets(data, targets) -> tuple[object, list[str]]:
+    """Data with the user's target arrays attached, and the names to probe."""
+    from tslayers.data import add_targets, from_numpy
+
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        x = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else data
+        data = from_numpy(x, name="arrays")
+    if targets is None:
+        return data, []
+    if isinstance(targets, str):
+        targets = [targets]
+    if not isinstance(targets, dict):
+        return data, list(targets)
+    if not isinstance(data, xr.Dataset):
+        raise ValueError("target arrays need the data as arrays or an xr.Dataset (so rows "
+                         "line up); with a dataset name, give targets as variable names")
+    return add_targets(data, targets), list(targets)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .diagnostics import AttentionSummary, TokenDiagnostics
 from .features import Features, window_scaling
-from .taps import LayerTaps, select_modules
+from .taps import LayerTaps, TapsNotFired, firing_taps, select_modules
 from .untrained import untrained_twin
 
 
@@ -196,12 +196,15 @@ class ModuleSource:
             return rearrange(xb, "b t c -> (b c) t")
         return xb
 
-    def _call(self, taps: LayerTaps, xb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _call(self, taps: LayerTaps | None, xb: torch.Tensor) -> dict[str, torch.Tensor]:
         try:
+            if taps is None:  # first batch: keep the wildcard taps that fire
+                self.tap_names = firing_taps(self.model, self.patterns, self._input(xb))
+                return {}
             return taps.run(self.model, self._input(xb))
+        except TapsNotFired as err:
+            raise ValueError(f"{err}; pick taps on the forward path (--taps)") from None
         except RuntimeError as err:
-            if "did not fire" in str(err):
-                raise ValueError(f"{err}; pick taps on the forward path (--taps)") from None
             raise ValueError(
                 f"model '{self.name}' failed on a batch of shape {tuple(xb.shape)} "
                 f"(batch, time, channels) given as layout '{self.layout}': {err}. Check "
@@ -213,6 +216,8 @@ class ModuleSource:
         opt, c, t = self.options, x.shape[-1], x.shape[1]
         model = self.model.to(opt.device).eval()
         reduce = "tokens" if self.reduce == "tokens" else self.reduce
+        self._call(None, torch.from_numpy(np.nan_to_num(x[:1], posinf=0.0, neginf=0.0)
+                                          ).to(opt.device))
         raw: dict[str, list[np.ndarray]] = {n: [] for n in self.tap_names}
         with LayerTaps(model, self.tap_names, reduce=reduce, time_dim=self.time_dim) as taps:
             for s in _batches(len(x), opt.batch_size, opt.progress, self.name):
@@ -255,20 +260,25 @@ def _standardised(x: np.ndarray) -> np.ndarray:
 
 
 class RawWindowSource:
-    """Control: the window itself. Series features are the standardised window, flattened;
-    the token for a step is the standardised window re-centred on that step (``span`` steps on
-    either side, zero outside the window): a linear probe on it is a linear filter/smoother."""
+    """Control: the window itself. Series features are the window, flattened; the token for a
+    step is the window re-centred on that step (``span`` steps on either side, zero outside
+    the window): a linear probe on it is a linear filter/smoother. Scaled as the model it
+    controls sees its input: per window when the model normalises each window, else with one
+    global location and scale (so the level of a window stays visible, as it is to the model)."""
 
     series_only = False
-    instance_scaled = True
 
     def __init__(self, name: str, token_end: np.ndarray, token_len: int, *, span: int = 32,
-                 causal: bool = False):
+                 causal: bool = False, instance_scaled: bool = True):
         self.name, self.token_end, self.token_len = name, token_end, token_len
-        self.span, self.causal = span, causal
+        self.span, self.causal, self.instance_scaled = span, causal, instance_scaled
 
     def extract(self, x: np.ndarray, fit_rows: np.ndarray | None = None) -> Features:
-        z = _standardised(x)
+        if self.instance_scaled:
+            z = _standardised(x)
+        else:
+            loc, scale = np.nanmean(x, (0, 1)), np.nanstd(x, (0, 1)) + 1e-8
+            z = np.nan_to_num((x - loc) / scale).astype(np.float32)
         w, t, c = z.shape
         span = min(self.span, t - 1)
         lead = 0 if self.causal else span

@@ -57,6 +57,12 @@ def select_modules(model: nn.Module, patterns: str | Iterable[str]) -> dict[str,
         if not hits:
             available = list(named)
             shown = ", ".join(available[:60]) + (" ..." if len(available) > 60 else "")
+            if not available:
+                rnn = isinstance(model, nn.RNNBase)
+                raise ValueError(
+                    f"tap pattern '{pattern}': {type(model).__name__} has no submodules to tap"
+                    + ("; pass --unroll-rnn (tslayers.probing.unroll_rnns) to tap each layer"
+                       if rnn else "; wrap it in a module whose layers are attributes"))
             raise ValueError(
                 f"tap pattern '{pattern}' matches no module of {type(model).__name__}; "
                 f"available names: {shown}"
@@ -67,6 +73,31 @@ def select_modules(model: nn.Module, patterns: str | Iterable[str]) -> dict[str,
         raise ValueError("no tap pattern given; pass e.g. 'blocks.*' or '*'")
     order = {id(m): i for i, m in enumerate(named.values())}
     return dict(sorted(selected.items(), key=lambda kv: order[id(kv[1])]))
+
+
+class TapsNotFired(RuntimeError):
+    """Tapped modules that the forward pass never called (containers, unused branches)."""
+
+    def __init__(self, missing: list[str]):
+        self.missing = missing
+        super().__init__(f"taps {missing} did not fire during the forward pass; they are not "
+                         "on the forward path for this input")
+
+
+def firing_taps(model: nn.Module, patterns: str | Iterable[str], *args: Any) -> list[str]:
+    """The modules ``patterns`` select that one forward pass on ``args`` actually calls.
+    Modules reached only through a wildcard and never called (a ``ModuleList`` container, an
+    unused dropout) are left out; an exactly named module that never fires is an error."""
+    names = list(select_modules(model, patterns))
+    try:
+        with LayerTaps(model, names, stop_early=False) as taps:
+            taps.run(model, *args)
+        return names
+    except TapsNotFired as err:
+        exact = set(_split_patterns(patterns)) & set(err.missing)
+        if exact or len(err.missing) == len(names):
+            raise
+        return [n for n in names if n not in err.missing]
 
 
 def first_tensor(output: Any) -> torch.Tensor:
@@ -221,8 +252,7 @@ class LayerTaps:
             pass
         missing = [n for n in self.modules if n not in self.features]
         if missing:
-            raise RuntimeError(f"taps {missing} did not fire during the forward pass; they are "
-                               "not on the forward path for this input")
+            raise TapsNotFired(missing)
         out, self.features = self.features, {}
         if self._writer is not None:
             self._writer.append({k: v.numpy() for k, v in out.items()})

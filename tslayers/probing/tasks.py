@@ -12,7 +12,8 @@ scoring are shared (:mod:`tslayers.probing.pipeline`), so a new task is ~20 line
 
 Built-in tasks: ``forecast`` (ridge from tokens; results ``forecast/h{h}/{last,all,mean}``),
 ``lens`` (the model's own head on every layer), ``classify`` (logistic on pooled tokens),
-``latent``, ``impute``, ``anomaly``, ``regime`` (per token), ``correspondence`` (kNN, zero-shot).
+``latent``, ``impute``, ``anomaly``, ``regime`` (per token), ``correspondence`` (kNN, zero-shot),
+``series_target`` and ``step_target`` (the user's own targets named in ``probe.targets``).
 """
 
 from __future__ import annotations
@@ -376,6 +377,43 @@ def build_correspondence(ctx: Context) -> list[Problem]:
                     {"correspondence": View(("accuracy",), y)}, n_classes=int(y.max()) + 1)]
 
 
+# ------------------------------------------------------------------------------ user targets
+def _target_problem(kind_rows: tuple, name: str, values: np.ndarray, x: dict) -> Problem:
+    """Classes -> logistic probe (accuracy); floats -> ridge on train-standardised targets
+    (r2, mse; the naive predictor is the train mean). Rows with a missing target are dropped."""
+    rows, groups, blocks = kind_rows
+    if values.dtype.kind == "i":
+        n_classes = int(values.max()) + 1
+        if len(np.unique(values[rows.train])) < 2:
+            raise ValueError(f"probe target '{name}': the train split holds one class only; "
+                             "a classifier needs at least two (use more series or windows)")
+        return Problem("classify", x, values, rows, groups, blocks,
+                       {name: View(("accuracy",), values)}, n_classes=n_classes)
+    y = values.reshape(len(values), -1)
+    rows = rows.restrict(np.isfinite(y).all(1))
+    y = np.nan_to_num(_standardise_train(y, rows.train))
+    return Problem("regress", x, y, rows, groups, blocks,
+                   {name: View(("r2", "mse"), y, baselines={"naive": np.zeros_like(y)})})
+
+
+def build_series_target(ctx: Context) -> list[Problem]:
+    """User targets per series (``probe.targets``) from pooled features:
+    ``series_target/<name>``."""
+    w = np.arange(len(ctx.win))
+    return [_target_problem((ctx.split, ctx.win.series, w), f"series_target/{name}", v,
+                            ctx.feats.pooled) for name, v in ctx.win.targets.items()]
+
+
+def build_step_target(ctx: Context) -> list[Problem]:
+    """User targets per time step (``probe.targets``), decoded from each token at the token's
+    last step (the same alignment as ``latent``; a pooled tap reads the window's last step):
+    ``step_target/<name>``."""
+    x, rows, series, blocks = _token_rows(ctx)
+    return [_target_problem((rows, series, blocks), f"step_target/{name}",
+                            token_values(v, ctx.feats.token_end), x)
+            for name, v in ctx.win.step_targets.items()]
+
+
 for _task in (
     Task("forecast", "forecasting", ("r2", "mse", "mse_vs_naive", "share_of_optimum"),
          _need("future", "a forecast horizon (probe.horizons) and series long enough for "
@@ -388,6 +426,12 @@ for _task in (
     Task("impute", "dense", ("r2", "mse"), lambda win: None, build_impute, dense=True),
     Task("anomaly", "dense", ("auroc",), _time_label_kind("anomaly"), build_anomaly, dense=True),
     Task("regime", "dense", ("accuracy",), _time_label_kind("regime"), build_regime, dense=True),
+    Task("series_target", "target", ("r2", "mse", "accuracy"),
+         lambda win: None if win.targets else "per-series targets (probe.targets)",
+         build_series_target),
+    Task("step_target", "dense", ("r2", "mse", "accuracy"),
+         lambda win: None if win.step_targets else "per-time-step targets (probe.targets)",
+         build_step_target, dense=True),
     Task("correspondence", "zero-shot", ("accuracy",),
          lambda win: None if (win.time_label is not None and win.time_label_kind == "regime")
          or win.latent is not None else "per-time regime labels or latent states",
