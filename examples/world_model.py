@@ -15,8 +15,8 @@ and what happens if I change it there?":
 4. steering: add the probe's omega direction to GRU layer 0 and read the decoded omega move
    there and one layer later.
 
-    python examples/world_model.py               # ~3 min on 2 CPU cores, writes runs/world_model
-    python examples/world_model.py --quick       # ~40 s smoke run
+    python examples/world_model.py               # ~2 min on 2 CPU cores, writes runs/world_model
+    python examples/world_model.py --quick       # ~20 s smoke run
 """
 
 from __future__ import annotations

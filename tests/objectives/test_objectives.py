@@ -199,6 +199,20 @@ def test_quantile_forecast_predicts_the_median():
     torch.testing.assert_close(obj.decode(out.tokens, out), median)
 
 
+def objective_config(name: str, **knobs) -> ObjectiveConfig:
+    """The objective with the test batches' 16-step horizon where it has one."""
+    return ObjectiveConfig(name=name, **({"horizon": 16} if name == "forecast" else {}), **knobs)
+
+
+def test_a_knob_of_another_objective_is_named_not_silently_ignored(recwarn):
+    ObjectiveConfig(name="jepa", mask_ratio=0.5, loss="smooth_l1")  # its own knobs
+    assert not recwarn.list
+    with pytest.warns(UserWarning, match=r"'forecast' ignores temperature=0.2 \(contrastive\)"):
+        ObjectiveConfig(name="forecast", temperature=0.2)
+    with pytest.warns(UserWarning, match=r"horizon=16 \(forecast\)"):
+        ObjectiveConfig(name="reconstruct", horizon=16)
+
+
 # ---------------------------------------------------------------------------- learning
 
 
@@ -214,7 +228,7 @@ def test_loss_falls_on_a_small_synthetic_problem(name, extra, drop):
     torch.manual_seed(0)
     ecfg = tiny_encoder_config()
     enc = TemporalEncoder(ecfg)
-    obj = build_objective(ObjectiveConfig(name=name, horizon=16, **extra), ecfg)
+    obj = build_objective(objective_config(name, **extra), ecfg)
     obj.attach(enc)
     params = [p for m in (enc, obj) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-2)
@@ -236,7 +250,7 @@ def test_loss_falls_on_a_small_synthetic_problem(name, extra, drop):
 @pytest.mark.parametrize("name", ["forecast", "jepa"])
 def test_save_and_load_objective(tmp_path, name):
     ecfg = tiny_encoder_config()
-    obj = build_objective(ObjectiveConfig(name=name, horizon=16), ecfg)
+    obj = build_objective(objective_config(name), ecfg)
     save_objective(obj, tmp_path)
     again = load_objective(tmp_path, ecfg)
     for (k, a), (_, b) in zip(obj.state_dict().items(), again.state_dict().items()):

@@ -8,7 +8,8 @@ mask patches, contrastive learning augments the input), so the training loop onl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -29,9 +30,21 @@ def register_objective(name: str):
     return deco
 
 
+#: the knobs each built-in objective reads (setting another objective's knob draws a warning)
+KNOBS = {
+    "forecast": {"horizon", "loss", "quantiles", "head_hidden"},
+    "reconstruct": {"mask_ratio", "mask_type", "block_len"},
+    "contrastive": {"temperature", "proj_dim", "crop_ratio", "jitter", "scale_std", "time_mask",
+                    "series_weight", "token_weight"},
+    "jepa": {"mask_ratio", "mask_type", "block_len", "predictor_dim", "predictor_layers",
+             "predictor_heads", "ema_start", "ema_end", "loss"},
+}
+
+
 @dataclass
 class ObjectiveConfig:
-    """Which objective, and its knobs (fields of other objectives are ignored).
+    """Which objective, and its knobs (a knob of another objective set away from its default
+    draws a warning that names it, so a setting is never silently ignored).
 
     forecast:    ``horizon``, ``loss`` ("mse" | "mae" | "quantile"), ``quantiles``,
                  ``head_hidden`` (0: linear head on the last patch token).
@@ -96,6 +109,23 @@ class ObjectiveConfig:
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"objective.{key}={getattr(self, key)!r} is out of range")
+        self._warn_foreign_knobs()
+
+    def _warn_foreign_knobs(self) -> None:
+        if self.name not in KNOBS:  # a user-registered objective reads what it likes
+            return
+        ignored = []
+        for f in fields(self):
+            if f.name == "name" or f.name in KNOBS[self.name]:
+                continue
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            if getattr(self, f.name) != default:
+                users = "/".join(sorted(n for n, k in KNOBS.items() if f.name in k))
+                ignored.append(f"{f.name}={getattr(self, f.name)!r} ({users})")
+        if ignored:  # a warning, not an error: one settings block is often shared by several
+            warnings.warn(f"objective '{self.name}' ignores {', '.join(ignored)}: knobs of "
+                          f"other objectives; '{self.name}' reads "
+                          f"{', '.join(sorted(KNOBS[self.name]))}", stacklevel=3)
 
 
 @dataclass
