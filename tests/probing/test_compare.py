@@ -135,6 +135,20 @@ def test_independent_model_matches_hand_hooked_reference(lgssm):
     assert not np.isfinite(res["cka_compare"].sel(model="b").values).any()
 
 
+def test_any_two_sources_are_compared_in_one_probe_call(lgssm):
+    from tslayers.model import EncoderConfig, TemporalEncoder
+    from tslayers.probing import EncoderSource, ModuleSource, probe
+
+    torch.manual_seed(0)
+    enc = TemporalEncoder(EncoderConfig(n_channels=3, patch_len=8, d_model=16, n_layers=2,
+                                        n_heads=2))
+    res = probe([EncoderSource(enc, "enc"), ModuleSource(_gru(0), "rnn,head", "gru")], lgssm,
+                _cfg())
+    cka = res["cka_compare"].sel(model="enc", model_other="gru")
+    assert cka.shape == (3, 2) and np.isfinite(cka.values).all()  # embeddings + 2 blocks x 2 taps
+    assert res["layer_name"].sel(model="gru").values.tolist()[:2] == ["rnn", "head"]
+
+
 def test_report_shows_the_comparison(lgssm, tmp_path):
     a = _gru(0)
     res = probe_model(a, lgssm, "rnn,head", _cfg(controls=["untrained"]), name="a",
