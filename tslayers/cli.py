@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--unroll-rnn", action="store_true",
                            help="split stacked nn.GRU/LSTM into per-layer taps rnn.layers.{k}")
             p.add_argument("--taps", default="*", help="module-name glob(s), comma separated")
+            p.add_argument("--compare", metavar="FILE:FACTORY",
+                           help="a second model probed on the same windows: side-by-side curves "
+                                "and cross-model CKA per layer pair (its file is executed too)")
+            p.add_argument("--compare-arg", action="append", metavar="KEY=VALUE",
+                           help="keyword argument for the --compare FACTORY (repeatable)")
+            p.add_argument("--compare-taps", metavar="GLOBS",
+                           help="module-name glob(s) of the --compare model (default: --taps)")
             p.add_argument("--data", default="synthetic/mixture",
                            help="dataset name or file (.nc, .npz with x + named target arrays, "
                                 ".csv, ...)")

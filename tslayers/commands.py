@@ -77,21 +77,26 @@ def inspect_command(args) -> int:
     targets = [t.strip() for t in (args.targets or "").split(",") if t.strip()]
     check_targets(ds, targets, "--targets")  # before the factory builds (maybe trains) a model
     model = load_factory(args.module, parse_module_args(args.module_arg or []))
+    other = load_factory(args.compare, parse_module_args(args.compare_arg or [], "--compare-arg"),
+                         "--compare") if args.compare else None
     if args.unroll_rnn:
-        model = unroll_rnns(model)
+        model, other = unroll_rnns(model), other if other is None else unroll_rnns(other)
     horizon = 8 if ds.sizes["time"] >= args.context + 8 else 0
     cfg = ProbeConfig(horizons=[1, horizon] if horizon else [1], forecast_from=["last"],
                       max_windows=args.max_windows, context=args.context, progress=True,
                       targets=targets)
     result = probe_model(model, ds, args.taps, cfg, name="model", layout=args.input_layout,
-                         reduce=args.reduce)
+                         reduce=args.reduce, compare=other, compare_taps=args.compare_taps)
+    compared = {"compare": args.compare, "compare_taps": args.compare_taps or args.taps}
     result.attrs["config"] = _yaml({"module": args.module, "taps": args.taps, "data": args.data,
                                     "targets": targets, "context": args.context,
-                                    "reduce": args.reduce})
+                                    "reduce": args.reduce,
+                                    **(compared if other is not None else {})})
     out = Path(args.out)
     path = write_results(result, out / "results.nc")
-    names = result["layer_name"].sel(model="model").values.tolist()
-    print("taps:\n" + "\n".join(f"  {i}: {n}" for i, n in enumerate(names) if n))
+    for who in ["model"] + (["compare"] if other is not None else []):
+        names = result["layer_name"].sel(model=who).values.tolist()
+        print(f"taps ({who}):\n" + "\n".join(f"  {i}: {n}" for i, n in enumerate(names) if n))
     md = render_report(result, out / "report")
     print(f"results: {path}\nreport:  {md}")
     return 0

@@ -51,7 +51,8 @@ def test_layer_curves_one_colour_per_model_everywhere_and_a_legend_for_every_lin
     assert all(ax.get_xlabel() == "layer (0 = embeddings)" for ax in panels)
     labels = _legend(fig)
     assert labels[:2] == ["contrastive", "forecast"]
-    assert "Bayes optimum (Kalman)" in labels and "untrained twin (control)" in labels
+    assert "Bayes optimum (Kalman)" in labels
+    assert "untrained twins (control, dashed in the model's colour)" in labels  # 2 models
     assert "layer selected on validation" in labels
     assert not any("permuted" in x for x in labels) and len(labels) <= 7
     colour = {t.get_text(): to_hex(h.get_color()) for leg in fig.legends
@@ -60,6 +61,8 @@ def test_layer_curves_one_colour_per_model_everywhere_and_a_legend_for_every_lin
         drawn = {line.get_label(): to_hex(line.get_color()) for line in ax.lines
                  if not line.get_label().startswith("_")}
         assert drawn == {m: colour[m] for m in ("contrastive", "forecast")}
+        twins = {to_hex(x.get_color()) for x in ax.lines if x.get_linestyle() == "--"}
+        assert twins and twins <= {colour[m] for m in ("contrastive", "forecast")}
     assert all(_lines_on_screen(ax) for ax in panels)  # optimum and controls included
     w, h = _size(fig)
     assert 500 < w < 3000 and 300 < h < 2000

@@ -8,7 +8,8 @@ Where things live (add a piece in one place):
 - **probes** (ridge, logistic, kNN, MLP): :mod:`.probes`; taps on any module: :mod:`.taps`;
 - the **pipeline** (windows -> features -> problems -> fits -> scores): :mod:`.pipeline`;
 - the **analysis** (selection on val, paired intervals, controls): :mod:`.analysis`;
-- the results file: :mod:`.results`; label-free diagnostics: :mod:`.diagnostics`;
+- the results file: :mod:`.results`; label-free diagnostics: :mod:`.diagnostics`; CKA across
+  models (untrained twin, a compared model): :mod:`.compare`;
 - interventions (patch, steer, ablate any tap): :mod:`.interventions`; public forecasting
   models: :mod:`.public_models`; RNN layers as taps: :mod:`.rnn`; user factories: :mod:`.factory`.
 """
@@ -18,6 +19,7 @@ from .config import CONTROLS, ProbeConfig, ProbeRunConfig
 from .diagnostics import (
     AttentionSummary,
     MinibatchCKA,
+    cross_cka,
     effective_rank,
     linear_cka,
     mean_token_sim,
@@ -54,8 +56,8 @@ from .untrained import untrained_twin
 __all__ = [
     "annotate", "best_layer", "layer_profile", "layer_table", "primary_metric",
     "CONTROLS", "ProbeConfig", "ProbeRunConfig",
-    "AttentionSummary", "MinibatchCKA", "effective_rank", "linear_cka", "mean_token_sim",
-    "minibatch_cka", "norm_outlier_frac",
+    "AttentionSummary", "MinibatchCKA", "cross_cka", "effective_rank", "linear_cka",
+    "mean_token_sim", "minibatch_cka", "norm_outlier_frac",
     "HIGHER_IS_BETTER", "METRICS", "bootstrap_ci",
     "ProbeSource", "probe", "probe_encoder", "probe_model", "probe_sources",
     "LogisticProbe", "MLPProbe", "RidgeProbe", "knn_propagate",

@@ -48,8 +48,7 @@ def _unbiased_hsic_all(grams: torch.Tensor) -> torch.Tensor:
 class MinibatchCKA:
     """Minibatch CKA between every pair of layers (Nguyen et al. 2021): unbiased HSIC summed
     over minibatches, ``CKA_ab = sum HSIC_ab / sqrt(sum HSIC_aa sum HSIC_bb)``. Memory per
-    update is O(L b^2) for batch size b. Pass features of two models together (same windows)
-    for cross-model CKA."""
+    update is O(L b^2) for batch size b. Two models: :func:`cross_cka`."""
 
     def __init__(self) -> None:
         self.hsic: torch.Tensor | None = None
@@ -90,6 +89,23 @@ def minibatch_cka(
         if stop == n:
             break
     return acc.result()
+
+
+def cross_cka(a: Mapping[Hashable, np.ndarray | torch.Tensor],
+              b: Mapping[Hashable, np.ndarray | torch.Tensor],
+              batch_size: int = 256) -> np.ndarray:
+    """Minibatch CKA between every layer of one model (rows) and every layer of another
+    (columns), ``{layer: (n, d)}`` each -> (La, Lb). Row i of both must be the same window:
+    CKA compares two views of the same examples, so it is only defined on a shared sample."""
+    na, nb = (len(next(iter(f.values()))) for f in (a, b))
+    if na != nb:
+        raise ValueError(f"cross-model CKA needs both models' features on the same windows, "
+                         f"got {na} and {nb} rows; tap both models on one window sample "
+                         "(probe them in one call: probe([source_a, source_b], ...) or "
+                         "probe_model(..., compare=other))")
+    joint = {("a", k): v for k, v in a.items()}
+    joint.update({("b", k): v for k, v in b.items()})
+    return minibatch_cka(joint, batch_size)[: len(a), len(a):]
 
 
 # -------------------------------------------------------------------- spectra and norms

@@ -28,14 +28,15 @@ from torch import nn
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
-def parse_module_args(items: Iterable[str]) -> dict[str, Any]:
-    """``["width=64", "ckpt=run/last.pt"]`` -> ``{"width": 64, "ckpt": "run/last.pt"}``."""
+def parse_module_args(items: Iterable[str], flag: str = "--module-arg") -> dict[str, Any]:
+    """``["width=64", "ckpt=run/last.pt"]`` -> ``{"width": 64, "ckpt": "run/last.pt"}``;
+    ``flag`` names the option in errors."""
     args: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise ValueError(f"--module-arg '{item}' must look like key=value with a Python "
+            raise ValueError(f"{flag} '{item}' must look like key=value with a Python "
                              "identifier as key")
         parsed = yaml.safe_load(value) if value.strip() else ""
         if isinstance(parsed, (dict, list)):
@@ -46,9 +47,9 @@ def parse_module_args(items: Iterable[str]) -> dict[str, Any]:
     return args
 
 
-def _load_file(path: Path) -> Any:
+def _load_file(path: Path, flag: str) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"--module file '{path}' does not exist")
+        raise FileNotFoundError(f"{flag} file '{path}' does not exist")
     name = f"_tslayers_user_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -66,34 +67,37 @@ def _load_file(path: Path) -> Any:
     return module
 
 
-def resolve_factory(spec: str) -> Callable[..., Any]:
-    """The callable named by ``spec`` (runs/imports its module, does not call it)."""
+def resolve_factory(spec: str, flag: str = "--module") -> Callable[..., Any]:
+    """The callable named by ``spec`` (runs/imports its module, does not call it); ``flag``
+    names the option in errors."""
     target, sep, func = spec.rpartition(":")
     if not sep or not target or not func:
-        raise ValueError(f"--module '{spec}' must look like FILE.py:FACTORY or "
+        raise ValueError(f"{flag} '{spec}' must look like FILE.py:FACTORY or "
                          "package.module:FACTORY")
     if target.endswith(".py"):
-        module = _load_file(Path(target))
+        module = _load_file(Path(target), flag)
     else:
         try:
             module = importlib.import_module(target)
         except ImportError as err:
-            raise ValueError(f"--module: cannot import '{target}': {err}") from None
+            raise ValueError(f"{flag}: cannot import '{target}': {err}") from None
     factory = getattr(module, func, None)
     if not callable(factory):
         available = sorted(n for n, v in vars(module).items()
                            if callable(v) and not n.startswith("_")
                            and getattr(v, "__module__", None) == module.__name__)
-        raise ValueError(f"--module: '{target}' has no callable '{func}'; callables defined "
+        raise ValueError(f"{flag}: '{target}' has no callable '{func}'; callables defined "
                          f"there: {', '.join(available) or 'none'}")
     return factory
 
 
-def load_factory(spec: str, args: Mapping[str, Any] | None = None) -> nn.Module:
+def load_factory(spec: str, args: Mapping[str, Any] | None = None, flag: str = "--module"
+                 ) -> nn.Module:
     """Build the model: ``FACTORY(**args)`` from ``spec`` (see the module docstring: a
     ``FILE.py`` is executed). Raises ``ValueError`` with the factory's signature when the
-    arguments do not fit, and when the result is not an ``nn.Module``."""
-    factory = resolve_factory(spec)
+    arguments do not fit, with the failing line when the factory raises, and when the result
+    is not an ``nn.Module``; ``flag`` (``--module``, ``--compare``) names the option to fix."""
+    factory = resolve_factory(spec, flag)
     args = dict(args or {})
     try:
         signature = inspect.signature(factory)
@@ -103,10 +107,28 @@ def load_factory(spec: str, args: Mapping[str, Any] | None = None) -> nn.Module:
         try:
             signature.bind(**args)
         except TypeError as err:
-            raise ValueError(f"--module-arg: {spec}{signature} cannot take {args}: {err}") from None
-    model = factory(**args)
+            raise ValueError(f"{flag}-arg: {spec}{signature} cannot take {args}: {err}") from None
+    try:
+        model = factory(**args)
+    except Exception as err:  # the user's code: say where it failed and which flag built it
+        call = f"{spec}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+        raise ValueError(f"{flag}: {call} failed with {type(err).__name__}: {err}"
+                         f"{_where(err, factory)}; fix the factory or its arguments "
+                         f"({flag}-arg)") from err
     if not isinstance(model, nn.Module):
-        raise ValueError(f"--module: {spec}() returned {type(model).__name__}, not an "
+        raise ValueError(f"{flag}: {spec}() returned {type(model).__name__}, not an "
                          "nn.Module; return the model itself (e.g. the network inside a "
                          "Lightning module or a pipeline)")
     return model
+
+
+def _where(err: BaseException, factory: Callable[..., Any]) -> str:
+    """`` (at FILE:LINE)`` for a one-line error: the innermost frame in the factory's own file
+    (the line the user can fix), else the innermost frame."""
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    home = getattr(getattr(factory, "__code__", None), "co_filename", None)
+    own = [f for f in frames if f.filename == home]
+    frame = (own or frames or [None])[-1]
+    return f" (at {frame.filename}:{frame.lineno})" if frame else ""

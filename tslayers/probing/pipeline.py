@@ -26,8 +26,9 @@ from tslayers.data.config import DataConfig
 
 from . import metrics as M
 from .analysis import annotate
+from .compare import compare_cka, twin_cka
 from .config import ProbeConfig
-from .diagnostics import ATTN_FIELDS, minibatch_cka, stack_heads
+from .diagnostics import ATTN_FIELDS, stack_heads
 from .features import Features, Windows, hide_spans, sample_windows
 from .probes import LogisticProbe, MLPProbe, RidgeProbe, knn_propagate
 from .results import finalize, records_to_dataset
@@ -278,7 +279,10 @@ def probe(sources, data, config: ProbeConfig | None = None) -> xr.Dataset:
     """Probe every layer of every source (and its controls) on every configured task.
 
     ``sources``: one or a list of :class:`~tslayers.probing.sources.FeatureSource` (the first
-    source's name leads the controls). ``data``: an ``xr.Dataset`` or a ``DataConfig``.
+    source's name leads the controls). Several sources are probed on the same windows and
+    splits, so their scores are paired, and the first is compared with the others layer by
+    layer (``cka_compare``, see :mod:`.compare`). ``data``: an ``xr.Dataset`` or a
+    ``DataConfig``.
     """
     cfg = config or ProbeConfig()
     sources = sources if isinstance(sources, (list, tuple)) else [sources]
@@ -288,6 +292,10 @@ def probe(sources, data, config: ProbeConfig | None = None) -> xr.Dataset:
             raise ValueError(f"model name '{src.name}' cannot name results and figure files: "
                              "use letters, digits and - _ . + @ = in '/'-separated parts, "
                              "none of them '.' or '..'")
+    names = [s.name for s in sources]
+    if len(set(names)) < len(names):
+        raise ValueError(f"two sources share a name ({names}); name each model differently "
+                         "(e.g. probe_model(..., name=..., compare_name=...))")
     t0 = time.perf_counter()
     ds, context, stride = _load(data, cfg)
     lens = any(getattr(s, "objective", None) is not None for s in sources)
@@ -324,7 +332,8 @@ def probe(sources, data, config: ProbeConfig | None = None) -> xr.Dataset:
     result = records_to_dataset(records, optimum, cfg)
     diags = [_diag_dataset(e.name, e.feats) for e in entries if e.feats is not None]
     result = xr.merge([result, *diags], join="outer", compat="no_conflicts")
-    result = _with_cross_cka(result, entries, cfg)
+    if cfg.diagnostics:  # CKA across models: twins, and the first source against the others
+        result = compare_cka(twin_cka(result, entries), entries, [s.name for s in sources])
     config_yaml = _yaml({"probe": dataclasses.asdict(cfg),
                          "sources": [s.name for s in sources],
                          "data": ds.attrs.get("name", "dataset")})
@@ -396,28 +405,6 @@ def _diag_dataset(name: str, feats: Features) -> xr.Dataset:
     return ds
 
 
-def _with_cross_cka(result: xr.Dataset, entries: list[_Entry], cfg: ProbeConfig) -> xr.Dataset:
-    """Linear CKA between each layer of a model and each layer of its untrained twin."""
-    by_name = {e.name: e for e in entries}
-    pairs = [(e.name, f"{e.name}/untrained") for e in entries
-             if f"{e.name}/untrained" in by_name]
-    if not cfg.diagnostics or not pairs:
-        return result
-    da = xr.DataArray(np.nan, coords={"model": result["model"], "layer": result["layer"],
-                                      "layer2": result["layer2"]},
-                      dims=("model", "layer", "layer2"))
-    for a, b in pairs:
-        fa, fb = by_name[a].feats, by_name[b].feats
-        pooled = {("a", l): v for l, v in fa.pooled.items()}
-        pooled.update({("b", l): v for l, v in fb.pooled.items()})
-        block = minibatch_cka(pooled)[: len(fa.layers), len(fa.layers):]
-        da.loc[{"model": a, "layer": fa.layers, "layer2": fb.layers}] = block
-        da.loc[{"model": b, "layer": fb.layers, "layer2": fa.layers}] = block.T
-    da.attrs["description"] = "linear CKA between a model's layer and layer2 of its twin"
-    result["cka_cross"] = da
-    return result
-
-
 def _yaml(obj) -> str:
     import yaml
 
@@ -441,18 +428,31 @@ def probe_encoder(encoder: torch.nn.Module, data, config: ProbeConfig | None = N
 
 
 def probe_model(model: torch.nn.Module, data, taps: str | list[str], config: ProbeConfig |
-                None = None, *, name: str = "model", targets=None, **source_kw) -> xr.Dataset:
+                None = None, *, name: str = "model", targets=None,
+                compare: torch.nn.Module | None = None, compare_taps: str | list[str] | None = None,
+                compare_name: str = "compare", **source_kw) -> xr.Dataset:
     """Probe any ``nn.Module`` tapped by module-name globs (see :class:`ModuleSource`).
 
     ``data``: a dataset name, an ``xr.Dataset`` or an array of inputs, (N, T) or (N, T, C).
     ``targets``: ``{name: array}`` probe targets, per series (N,) / (N, K) or per time step
     (N, T) / (N, T, K) (classes for integer or string values), or names of dataset variables.
+    ``compare``: a second model (taps ``compare_taps``, default ``taps``; same ``source_kw``)
+    probed on the same windows with the same tasks and controls, so its curves sit beside the
+    first model's and ``cka_compare`` says which of its layers resemble which.
     """
     cfg = config or ProbeConfig()
     data, names = _with_targets(data, targets)
     if names:
         cfg = dataclasses.replace(cfg, targets=[*cfg.targets, *names])
-    return probe(ModuleSource(model, taps, name, options=_options(cfg), **source_kw), data, cfg)
+    sources = [ModuleSource(model, taps, name, options=_options(cfg), **source_kw)]
+    if compare is not None:
+        try:
+            sources.append(ModuleSource(compare, compare_taps or taps, compare_name,
+                                        options=_options(cfg), **source_kw))
+        except ValueError as err:
+            raise ValueError(f"compared model '{compare_name}': {err}; its taps are "
+                             "compare_taps (--compare-taps), default the first model's") from None
+    return probe(sources, data, cfg)
 
 
 def _with_targets(data, targets) -> tuple[object, list[str]]:

@@ -15,9 +15,11 @@ Variables (``model`` names a source and its controls: ``<name>``, ``<name>/untra
   ``vs_control``/``_lo``/``_hi`` and ``best_control`` (model, task, metric, seed);
 - ``higher_is_better`` (metric) int8, ``family`` (task) str, ``layer_name`` (model, layer);
   ``align_teacher`` (model) str: the teacher of an alignment ablation ("" for other models);
-- diagnostics: ``cka`` and ``cka_cross`` (model, layer, layer2), ``effective_rank``,
-  ``norm_outlier_frac``, ``mean_token_sim`` (model, layer), ``attn_entropy``,
-  ``attn_distance``, ``attn_prefix_mass``, ``attn_received_max`` (model, layer, head).
+- diagnostics: ``cka`` and ``cka_cross`` (model, layer, layer2; cross: against the untrained
+  twin), ``cka_compare`` (model, model_other, layer, layer_other; models probed together, see
+  :mod:`tslayers.probing.compare`), ``effective_rank``, ``norm_outlier_frac``,
+  ``mean_token_sim`` (model, layer), ``attn_entropy``, ``attn_distance``, ``attn_prefix_mass``,
+  ``attn_received_max`` (model, layer, head).
 
 Attributes: ``tslayers_results`` (format version), ``ci``, ``config`` (YAML), ``versions``.
 """

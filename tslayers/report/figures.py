@@ -153,8 +153,9 @@ def _draw_model(ax, ds, model, task, metric, colour, offset: float | None
     if offset is None:
         ax.fill_between(x[band], lo[band], hi[band], color=colour, alpha=0.15, lw=0)
     else:
-        ax.errorbar(x[band], v[band], yerr=[v[band] - lo[band], hi[band] - v[band]],
-                    fmt="none", ecolor=colour, elinewidth=1.0, alpha=0.6)
+        # the interval as drawn lines, not error bars: a percentile interval need not hold
+        # the full-sample score (skewed metrics, few series), and yerr cannot be negative
+        ax.vlines(x[band], lo[band], hi[band], colors=colour, lw=1.0, alpha=0.6)
     ax.plot(x[ok], v[ok], color=colour, lw=1.6, marker="o", ms=2.5, label=model)
     k = selected_layer(ds, model, task, metric)
     if k is not None and np.isfinite(v[k]):
@@ -162,9 +163,10 @@ def _draw_model(ax, ds, model, task, metric, colour, offset: float | None
     return v, lo, hi
 
 
-def _draw_controls(ax, ds, models, task, metric, drawn: set) -> list[np.ndarray]:
-    """Untrained twins (dashed) and the best single-layer control on val (dotted), each
-    distinct curve once; permuted-label runs are not drawn. Returns the drawn values."""
+def _draw_controls(ax, ds, models, task, metric, drawn: set, colours) -> list[np.ndarray]:
+    """Untrained twins (dashed; in their model's colour when models share the panel) and the
+    best single-layer control on val (dotted), each distinct curve once; permuted-label runs
+    are not drawn. Returns the drawn values."""
     sign = 1.0 if bool(ds["higher_is_better"].sel(metric=metric)) else -1.0
     twins, flats = [], {}
     for model in models:
@@ -177,8 +179,9 @@ def _draw_controls(ax, ds, models, task, metric, drawn: set) -> list[np.ndarray]
                                                for t in twins):
                 twins.append(v)
                 ok = np.isfinite(v)
-                ax.plot(ds["layer"].values[ok], v[ok], **style.TWIN)
-                drawn.add("twin")
+                kw = dict(style.TWIN, color=colours[model]) if len(models) > 1 else style.TWIN
+                ax.plot(ds["layer"].values[ok], v[ok], **kw)
+                drawn.add("twin" if len(models) == 1 else "twins")
             elif kind in FLAT_CONTROLS:
                 val = _mean(ds, "score", model=name, task=task, metric=metric, split="val")
                 flats[name] = (np.nanmax(sign * val), float(np.nanmean(v)))
@@ -192,7 +195,7 @@ def _draw_controls(ax, ds, models, task, metric, drawn: set) -> list[np.ndarray]
 
 def _curve_panel(ax, ds, models, task, metric, colours, drawn: set) -> tuple[list, list]:
     """Controls, models and optimum of one task; returns the (lines, bands) drawn."""
-    lines = _draw_controls(ax, ds, models, task, metric, drawn)
+    lines = _draw_controls(ax, ds, models, task, metric, drawn, colours)
     bands = []
     present = [m for m in models if np.isfinite(score_curve(ds, m, task, metric)[0]).any()]
     shifts = np.linspace(-0.12, 0.12, len(present)) if len(present) > 1 else [None]
@@ -217,6 +220,7 @@ def _curve_legend(fig, models, colours, drawn: set) -> None:
     handles.append(Line2D([], [], color="0.2", label="layer selected on validation",
                           **style.SELECTED))
     extra = {"twin": ("untrained twin (control)", style.TWIN),
+             "twins": ("untrained twins (control, dashed in the model's colour)", style.TWIN),
              "floor": ("best raw-window / spectrum control", style.FLOOR),
              "optimum": ("Bayes optimum (Kalman)", style.OPTIMUM)}
     handles += [Line2D([], [], label=label, **kw) for key, (label, kw) in extra.items()
@@ -308,6 +312,58 @@ def cka_grid(ds: xr.Dataset):
     return fig
 
 
+def compared_pairs(ds: xr.Dataset) -> list[tuple[str, str]]:
+    """(model, other model) pairs with a cross-model CKA matrix, untrained twins included."""
+    if "cka_compare" not in ds:
+        return []
+    da = ds["cka_compare"]
+    return [(m, o) for m in da["model"].values.tolist() for o in da["model_other"].values.tolist()
+            if np.isfinite(da.sel(model=m, model_other=o).values).any()]
+
+
+def compare_matrix(ds: xr.Dataset, model: str, other: str) -> np.ndarray:
+    """(layers of model, layers of other) CKA, trimmed to the layers both have."""
+    da = ds["cka_compare"].sel(model=model, model_other=other)
+    da = da.dropna("layer", how="all").dropna("layer_other", how="all")
+    return da.values
+
+
+def _named_ticks(ax, ds, model, axis: str, n: int) -> None:
+    """Ticks 0..n-1 on ``axis``, labelled with the model's tap names when it has them."""
+    names = style.layer_names(ds, model)
+    pos = list(range(0, n, style.tick_step(n, 12)))
+    labels = [names[i] for i in pos] if names else [str(i) for i in pos]
+    if axis == "x":
+        ax.set_xticks(pos, labels, rotation=45 if names else 0, ha="right" if names else "center")
+    else:
+        ax.set_yticks(pos, labels)
+
+
+def cka_compare(ds: xr.Dataset):
+    """Linear CKA between each layer of a model (x) and each layer of a compared model (y),
+    one panel per compared model (its untrained twin beside it), on the same windows."""
+    pairs = compared_pairs(ds)
+    if not pairs:
+        return None
+    mats = [compare_matrix(ds, m, o) for m, o in pairs]
+    side = min(4.2, 1.8 + 0.18 * max(max(x.shape) for x in mats))
+    with style.new_figure(side * len(pairs) + 1.2, side + 0.6) as fig:
+        axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+        for ax, (model, other), mat in zip(axes, pairs, mats):
+            im = ax.imshow(mat.T, vmin=0, vmax=1, cmap=_cmap("magma", "0.9"), origin="lower",
+                           interpolation="nearest", aspect="auto")
+            ax.grid(False)
+            if max(mat.shape) <= 8:
+                _cell_values(ax, im, mat.T, "{:.2f}")
+            _named_ticks(ax, ds, model, "x", mat.shape[0])
+            _named_ticks(ax, ds, other.split("/")[0], "y", mat.shape[1])
+            ax.set_xlabel(f"{_wrap(model, 24)}: {_layer_axis(ds, [model])}")
+            ax.set_ylabel(f"{_wrap(other, 24)}: {_layer_axis(ds, [other.split('/')[0]])}")
+            ax.set_title(f"{model} vs {other}")
+        fig.colorbar(im, ax=list(axes), shrink=0.8, label="linear CKA")
+    return fig
+
+
 def _diag_panel(ax, ds, var, models, colours, twins: bool) -> bool:
     layers = ds["layer"].values
     lines: list[np.ndarray] = []
@@ -364,7 +420,8 @@ def diagnostics(ds: xr.Dataset, twins: bool = True):
 def build_figures(ds: xr.Dataset) -> dict[str, object]:
     """File stem -> Figure for every figure the results support, in report order."""
     figs = {f"heatmap_{m.replace('/', '_')}": heatmap(ds, m) for m in base_models(ds)}
-    figs.update(layer_curves=layer_curves(ds), cka=cka_grid(ds), diagnostics=diagnostics(ds))
+    figs.update(layer_curves=layer_curves(ds), cka=cka_grid(ds), cka_compare=cka_compare(ds),
+                diagnostics=diagnostics(ds))
     return {k: f for k, f in figs.items() if f is not None}
 
 

@@ -28,6 +28,8 @@ CAPTIONS = {
     "cka": "Linear CKA between layers (1 = the same representation up to rotation and "
            "scale).",
     "diagnostics": "Label-free diagnostics per layer (mean over heads for attention).",
+    "cka_compare": "Linear CKA between each layer of one model and each layer of a compared "
+                   "model (and of its untrained twin), on the same windows.",
 }
 
 
@@ -226,6 +228,41 @@ def diagnostics_markdown(ds: xr.Dataset) -> str:
                       "|---|---|---|---|", *rows]) + "\n\n"
 
 
+def compare_markdown(ds: xr.Dataset) -> str:
+    """For each layer of a model, the most similar layer of each compared model (linear CKA on
+    the same windows), beside the best match in that model's untrained twin: similarity that a
+    random network of the same architecture already reaches is not learned."""
+    from .figures import compare_matrix, compared_pairs
+
+    pairs = compared_pairs(ds)
+    out = []
+    for model, other in pairs:
+        if "/" in other:
+            continue
+        mat = compare_matrix(ds, model, other)
+        twin = compare_matrix(ds, model, f"{other}/untrained") \
+            if (model, f"{other}/untrained") in pairs else None
+        head = f"| {model} layer | most similar {other} layer | CKA |"
+        rule = "|---|---|---|"
+        if twin is not None:
+            head += f" best CKA with {other}/untrained |"
+            rule += "---|"
+        rows = []
+        for i, row in enumerate(mat):
+            j = int(np.nanargmax(row))
+            line = f"| {layer_label(ds, model, i)} | {layer_label(ds, other, j)} | {row[j]:.3f} |"
+            if twin is not None:
+                line += f" {np.nanmax(twin[i]):.3f} |"
+            rows.append(line)
+        note = f" The last column is the closest layer of an untrained {other}: similarity " \
+            "that high is there before training." if twin is not None else ""
+        out += [f"## Model comparison: {model} vs {other}", "",
+                "Linear CKA (minibatch, unbiased HSIC) between pooled features of the same "
+                f"windows; 1 = the same representation up to rotation and scale.{note}", "",
+                head, rule, *rows, ""]
+    return "\n".join(out) + "\n" if out else ""
+
+
 def details_markdown(table: pd.DataFrame, ds: xr.Dataset,
                      scales: dict[str, float] | None = None) -> str:
     """Every model, controls included, one table per family; the test-oracle layer is an
@@ -287,7 +324,8 @@ def report_markdown(ds: xr.Dataset, figures: list[str] | None = None,
             f"test series; [intervals] are {ci:.0%} paired bootstrap intervals over test series "
             "(across seeds when there are several).", "",
             summary_markdown(summary, ds), figures_markdown(figures or []),
-            diagnostics_markdown(ds), details_markdown(table, ds, metric_scales(summary))]
+            diagnostics_markdown(ds), compare_markdown(ds),
+            details_markdown(table, ds, metric_scales(summary))]
     if alignment:
         text.append(alignment)
     return re.sub(r"\n{3,}", "\n\n", "\n".join(text)).rstrip("\n") + "\n", table
