@@ -69,6 +69,30 @@ def test_findings_list_only_the_claims_the_intervals_support():
                  gap=0.05, gap_lo=-0.01, gap_hi=0.09, vs_control=nan, vs_control_lo=nan,
                  vs_control_hi=nan, best_control="")]
     lines = findings(pd.DataFrame(rows), xr.Dataset())
-    assert lines == ["a, latent: L2 beats the last layer by 0.050 [0.010, 0.090]",
-                     "a, latent: trails its best control (untrained) by 0.057 [0.007, 0.190]"]
+    assert lines[:2] == ["a, latent: L2 beats the last layer by 0.050 [0.010, 0.090]",
+                         "a, latent: trails its best control (untrained) by 0.057 [0.007, 0.190]"]
+    assert "3 comparisons" in lines[2] and "about 0.3 of them" in lines[2]
     assert "beyond noise" in findings(pd.DataFrame(rows[1:]), xr.Dataset())[0]
+
+
+def test_the_family_wise_mark_needs_the_wider_bonferroni_interval(results, external):
+    """A dagger marks exactly the claims whose interval at level 1 - 0.1/n (n comparisons in
+    the table) still excludes 0; those intervals contain the per-comparison 90% ones."""
+    import numpy as np
+
+    from tslayers.probing.analysis import annotate, layer_table
+    from tslayers.report.markdown import _familywise, findings
+
+    for ds, models in ((results, ["contrastive", "forecast"]), (external, ["gru"])):
+        table = layer_table(ds, models)
+        n, keep = _familywise(table, ds)
+        assert n == np.isfinite(table["gap_lo"]).sum() + np.isfinite(table["vs_control_lo"]).sum()
+        wide = layer_table(annotate(ds, 1 - 0.1 / n), models)
+        for col in ("gap", "vs_control"):
+            ok = np.isfinite(table[f"{col}_lo"])
+            assert (wide[f"{col}_lo"][ok] <= table[f"{col}_lo"][ok] + 1e-12).all()
+            assert (wide[f"{col}_hi"][ok] >= table[f"{col}_hi"][ok] - 1e-12).all()
+        lines = findings(table, ds, most=100)
+        assert sum(line.endswith(" †") for line in lines) == len(keep)
+    assert len(keep) == 1 and lines[0].endswith(" †")  # the GRU's rnn beats its head clearly
+    assert lines[-1].startswith("The table makes 2 comparisons") and "1 of 1" in lines[-1]

@@ -90,6 +90,7 @@ def _ci(reps: np.ndarray | None, ci: float) -> tuple[float, float]:
 def annotate(ds: xr.Dataset, ci: float = 0.9) -> xr.Dataset:
     """Add the analysis variables (:data:`ANALYSIS_VARS`) to a results Dataset."""
     ds = ds.drop_vars([v for v in ANALYSIS_VARS if v in ds])
+    ds.attrs = {**ds.attrs, "ci": ci}  # the level of every interval (seed intervals included)
     dims = ("model", "task", "metric", "seed")
     shape = tuple(ds.sizes[d] for d in dims)
     out = {v: np.full(shape, np.nan) for v in ANALYSIS_VARS if v != "best_control"}

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from tslayers.probing.analysis import base_models, layer_table, significant
+from tslayers.probing.analysis import annotate, base_models, layer_table, significant
 
 from .style import layer_names
 
@@ -114,25 +114,55 @@ def _size(v: float, lo: float, hi: float, scale: float) -> str:
     return f"{v:.{p}f} [{lo:.{p}f}, {hi:.{p}f}]"
 
 
+def _familywise(table: pd.DataFrame, ds: xr.Dataset) -> tuple[int, set[tuple[str, str, str]]]:
+    """How many comparisons the table makes, and which claims keep their interval clear of 0
+    after a Bonferroni correction over all of them ({(model, task, "gap" | "control")})."""
+    n = int(np.isfinite(table["gap_lo"]).sum() + np.isfinite(table["vs_control_lo"]).sum())
+    if n <= 1 or "score_boot" not in ds:
+        return n, set()
+    level = 1 - (1 - float(ds.attrs.get("ci", 0.9))) / n
+    wide = layer_table(annotate(ds, level), sorted(set(table["model"])))
+    keep = set()
+    for r in wide.itertuples():
+        if significant(r.gap_lo, r.gap_hi) and r.gap > 0:
+            keep.add((r.model, r.task, "gap"))
+        if significant(r.vs_control_lo, r.vs_control_hi):
+            keep.add((r.model, r.task, "control"))
+    return n, keep
+
+
 def findings(table: pd.DataFrame, ds: xr.Dataset, most: int = 8) -> list[str]:
     """The claims the intervals support, one line each: an intermediate layer beating the
-    last one, and a model beating (or trailing) its best control."""
+    last one, and a model beating (or trailing) its best control; a dagger marks the claims
+    that also hold after a Bonferroni correction over every comparison in the table (at 90%
+    per comparison, about one in ten intervals excludes 0 by chance when nothing differs)."""
     scales = metric_scales(table)
+    n, keep = _familywise(table, ds)
     out = []
     for r in table.itertuples():
         scale = scales[r.metric]
         if significant(r.gap_lo, r.gap_hi) and r.gap > 0:
+            mark = " †" if (r.model, r.task, "gap") in keep else ""
             out.append(f"{r.model}, {r.task}: {layer_label(ds, r.model, r.selected_layer)} "
-                       f"beats the last layer by {_size(r.gap, r.gap_lo, r.gap_hi, scale)}")
+                       f"beats the last layer by {_size(r.gap, r.gap_lo, r.gap_hi, scale)}{mark}")
         if significant(r.vs_control_lo, r.vs_control_hi) and r.best_control:
             word = "beats" if r.vs_control > 0 else "trails"
             ctl = r.best_control.split("/", 1)[-1]
+            mark = " †" if (r.model, r.task, "control") in keep else ""
             out.append(f"{r.model}, {r.task}: {word} its best control ({ctl}) by "
-                       f"{_size(r.vs_control, r.vs_control_lo, r.vs_control_hi, scale)}")
+                       f"{_size(r.vs_control, r.vs_control_lo, r.vs_control_hi, scale)}{mark}")
+    if not out:
+        return ["No layer beats the last one and no model differs from its best control "
+                "beyond noise."]
+    claims = list(out)
     if len(out) > most:
         out = out[:most] + [f"and {len(out) - most} more in the table below"]
-    return out or ["No layer beats the last one and no model differs from its best control "
-                   "beyond noise."]
+    ci = float(ds.attrs.get("ci", 0.9))
+    out.append(f"The table makes {n} comparisons; with no real difference about "
+               f"{n * (1 - ci):.1f} of them would exclude 0 by chance at {ci:.0%} each. "
+               f"† marks a claim that still holds after a Bonferroni correction over all {n} "
+               f"(family-wise {ci:.0%}): {len(keep)} of {len(claims)}.")
+    return out
 
 
 def summary_markdown(table: pd.DataFrame, ds: xr.Dataset) -> str:

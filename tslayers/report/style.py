@@ -56,8 +56,11 @@ def layer_names(ds: xr.Dataset, model: str) -> list[str] | None:
     name: 0 = embeddings)."""
     if "layer_name" not in ds or model not in ds["model"].values.tolist():
         return None
-    names = [str(n) for n in ds["layer_name"].sel(model=model).values.tolist()]
+    names = [n if isinstance(n, str) else "" for n in
+             ds["layer_name"].sel(model=model).values.tolist()]
     used = [n for n in names if n]
+    if not used and "/" in model:  # a refit on a model's features (x/mlp, x/permuted): its taps
+        return layer_names(ds, model.rsplit("/", 1)[0])
     if not used or all(_OWN_TAP.match(n) for n in used):
         return None
     return names
