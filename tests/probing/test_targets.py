@@ -108,3 +108,24 @@ def test_inspect_reads_targets_from_an_npz(tmp_path, capsys):
     assert "step_target/state" in tasks and "series_target/kind" in tasks
     # the observed first state component is decoded far better than chance from the GRU
     assert np.nanmax(_test_score(ds, "step_target/state", "r2")) > 0.3
+
+
+def test_a_probe_source_names_its_own_targets():
+    """A study's probe dataset carries its own targets (here the pendulum's drive phase per
+    series); a variable without a series dim is refused with its dims."""
+    from tslayers.data.config import DataConfig
+    from tslayers.model import EncoderConfig, TemporalEncoder
+    from tslayers.probing import ProbeSource, probe_sources
+
+    torch.manual_seed(0)
+    enc = TemporalEncoder(EncoderConfig(n_channels=3, patch_len=8, d_model=16, n_layers=1,
+                                        n_heads=2))
+    data = DataConfig(name="synthetic/pendulum", params={"n_series": 30, "length": 64},
+                      context=64)
+    cfg = ProbeConfig(**{**CFG, "controls": []})
+    ds = probe_sources(enc, [ProbeSource(data, tasks=["latent"], targets=["drive_phase"])], cfg,
+                       model_name="m")
+    assert {"latent", "series_target/drive_phase"} <= set(ds["task"].values.tolist())
+    with pytest.raises(ValueError, match=r"'W' has dims \('channel', 'state'\)"):
+        probe_sources(enc, [ProbeSource(data, tasks=["latent"], targets=["W"])], cfg,
+                      model_name="m")

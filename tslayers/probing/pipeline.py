@@ -482,6 +482,7 @@ class ProbeSource:
     data: DataConfig = field(default_factory=DataConfig)
     tasks: list[str] = field(default_factory=lambda: ["auto"])
     label: str | None = None  # tasks are recorded as "<task>@<label>" (one task, two datasets)
+    targets: list[str] = field(default_factory=list)  # this dataset's own probe targets
 
 
 def probe_sources(encoder: torch.nn.Module, sources: list[ProbeSource], config: ProbeConfig,
@@ -491,7 +492,8 @@ def probe_sources(encoder: torch.nn.Module, sources: list[ProbeSource], config: 
 
     parts = []
     for source in sources:
-        cfg = dataclasses.replace(config, tasks=list(source.tasks))
+        cfg = dataclasses.replace(config, tasks=list(source.tasks),
+                                  targets=[*config.targets, *source.targets])
         lens = objective if any(t in ("auto", "forecast") for t in source.tasks) else None
         part = probe_encoder(encoder, source.data, cfg, model_name=model_name, objective=lens)
         if source.label:
