@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="dataset variables to probe for: per series (labels or values) "
                                 "or per time step (states aligned with the input; read at each "
                                 "token's last step)")
-            p.add_argument("--context", type=int, default=256, help="window length")
+            p.add_argument("--context", type=int, default=None,
+                           help="window length (default: 256, or what the series allow)")
             p.add_argument("--reduce", default="tokens", choices=["tokens", "mean", "last"],
                            help="keep every step of each tap (per-time tasks apply) or pool it")
             p.add_argument("--input-layout", default="btc", choices=["btc", "bct", "bt"],

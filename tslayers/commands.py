@@ -81,15 +81,20 @@ def inspect_command(args) -> int:
                          "--compare") if args.compare else None
     if args.unroll_rnn:
         model, other = unroll_rnns(model), other if other is None else unroll_rnns(other)
-    horizon = 8 if ds.sizes["time"] >= args.context + 8 else 0
+    steps = ds.sizes["time"]
+    context = args.context or min(256, steps - 1)
+    if context < 2 or context >= steps:
+        raise ValueError(f"--context {context} does not fit series of {steps} steps with a "
+                         f"one-step forecast target; use --context {max(2, steps - 1)} or less")
+    horizon = 8 if steps >= context + 8 else 0
     cfg = ProbeConfig(horizons=[1, horizon] if horizon else [1], forecast_from=["last"],
-                      max_windows=args.max_windows, context=args.context, progress=True,
+                      max_windows=args.max_windows, context=context, progress=True,
                       targets=targets)
     result = probe_model(model, ds, args.taps, cfg, name="model", layout=args.input_layout,
                          reduce=args.reduce, compare=other, compare_taps=args.compare_taps)
     compared = {"compare": args.compare, "compare_taps": args.compare_taps or args.taps}
     result.attrs["config"] = _yaml({"module": args.module, "taps": args.taps, "data": args.data,
-                                    "targets": targets, "context": args.context,
+                                    "targets": targets, "context": context,
                                     "reduce": args.reduce,
                                     **(compared if other is not None else {})})
     out = Path(args.out)
