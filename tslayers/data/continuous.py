@@ -75,8 +75,10 @@ def _project(
     return obs, w
 
 
-def _classes(**params: Sequence[float]) -> tuple[int, list[dict[str, float]], list[str]]:
-    """Zip per-class parameter tuples into class dicts and readable class names."""
+def _draw_classes(rng: np.random.Generator, n_series: int, **params: Sequence[float]
+                  ) -> tuple[Array, list[str], dict[str, Array]]:
+    """Zip per-class parameter tuples into classes and draw one per series: the labels, readable
+    class names and each parameter's value per series (N,)."""
     lens = {k: len(v) for k, v in params.items()}
     k = max(lens.values())
     for key, n in lens.items():
@@ -87,7 +89,9 @@ def _classes(**params: Sequence[float]) -> tuple[int, list[dict[str, float]], li
     cls = [{key: float(full[key][i]) for key in full} for i in range(k)]
     varying = [key for key in full if len(set(full[key])) > 1] or list(full)[:1]
     names = [",".join(f"{key}={c[key]:g}" for key in varying) for c in cls]
-    return k, cls, names
+    label = rng.integers(0, k, n_series)
+    return label, names, {key: np.array([c[key] for c in cls])[label] for key in full}
+
 
 def make_lorenz(
     n_series: int = 512,
@@ -111,9 +115,8 @@ def make_lorenz(
     """
     check_sizes(n_series, length)
     rng = np.random.default_rng(seed)
-    k, cls, names = _classes(rho=rho, sigma=sigma, beta=beta)
-    label = rng.integers(0, k, n_series)
-    p = {key: np.array([c[key] for c in cls])[label][:, None] for key in ("rho", "sigma", "beta")}
+    label, names, p = _draw_classes(rng, n_series, rho=rho, sigma=sigma, beta=beta)
+    p = {key: v[:, None] for key, v in p.items()}
 
     def f(t: float, x: Array) -> Array:
         dx = p["sigma"] * (x[:, 1:2] - x[:, 0:1])
@@ -157,11 +160,9 @@ def make_pendulum(
     """
     check_sizes(n_series, length)
     rng = np.random.default_rng(seed)
-    k, cls, names = _classes(damping=damping, drive_amplitude=drive_amplitude,
-                             drive_frequency=drive_frequency)
-    label = rng.integers(0, k, n_series)
-    p = {key: np.array([c[key] for c in cls])[label]
-         for key in ("damping", "drive_amplitude", "drive_frequency")}
+    label, names, p = _draw_classes(rng, n_series, damping=damping,
+                                    drive_amplitude=drive_amplitude,
+                                    drive_frequency=drive_frequency)
     phase = rng.uniform(0, 2 * np.pi, n_series)
 
     def f(t: float, x: Array) -> Array:
@@ -206,11 +207,8 @@ def make_van_der_pol(
     """
     check_sizes(n_series, length)
     rng = np.random.default_rng(seed)
-    k, cls, names = _classes(mu=mu, drive_amplitude=drive_amplitude,
-                             drive_frequency=drive_frequency)
-    label = rng.integers(0, k, n_series)
-    p = {key: np.array([c[key] for c in cls])[label]
-         for key in ("mu", "drive_amplitude", "drive_frequency")}
+    label, names, p = _draw_classes(rng, n_series, mu=mu, drive_amplitude=drive_amplitude,
+                                    drive_frequency=drive_frequency)
     phase = rng.uniform(0, 2 * np.pi, n_series)
 
     def f(t: float, x: Array) -> Array:
