@@ -26,7 +26,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["DataError", "make_dataset", "validate_dataset", "series_lengths", "clean_attrs"]
+__all__ = [
+    "DataError", "make_dataset", "validate_dataset", "series_lengths", "clean_attrs",
+    "check_sizes",
+]
 
 
 class DataError(ValueError):
@@ -138,6 +141,13 @@ def series_lengths(ds: xr.Dataset) -> np.ndarray:
     t = observed.shape[1]
     last = t - np.argmax(observed[:, ::-1], axis=1)
     return np.where(observed.any(axis=1), last, 0).astype(np.int64)
+
+
+def check_sizes(n_series: int, length: int) -> None:
+    """A generator's requested size: at least one series of two steps."""
+    if n_series < 1 or length < 2:
+        raise DataError(f"need n_series >= 1 and length >= 2, got n_series={n_series}, "
+                        f"length={length}")
 
 
 def validate_dataset(ds: xr.Dataset, *, drop_empty: bool = False, where: str = "") -> xr.Dataset:

@@ -209,8 +209,10 @@ def _groups(ds: xr.Dataset) -> list[tuple[int, Array]]:
     return [(k, np.flatnonzero(lab == k)) for k in range(n_sys) if (lab == k).any()]
 
 
-def _summary(latent: Array, filt: Array, smooth: Array, fc: dict[int, tuple[Array, Array]],
-             extra: dict[str, Any]) -> dict[str, Any]:
+def _summary(latent: Array, filt: Array, smooth: Array,
+             fc: dict[int, list[tuple[Array, Array]]], extra: dict[str, Any]) -> dict[str, Any]:
+    """Scores from true and estimated states and, per horizon, (target, forecast) pairs
+    collected over system groups (pooled here; a horizon with no pair gets no score)."""
     s = latent.shape[-1]
     fr2 = _r2(latent.reshape(-1, s), filt.reshape(-1, s))
     sr2 = _r2(latent.reshape(-1, s), smooth.reshape(-1, s))
@@ -219,8 +221,11 @@ def _summary(latent: Array, filt: Array, smooth: Array, fc: dict[int, tuple[Arra
         "smoothed_r2": sr2, "smoothed_r2_mean": float(sr2.mean()),
         "forecast_mse": {}, "forecast_mse_per_channel": {},
     }
-    for k, (target, pred) in fc.items():
-        out["forecast_mse"][k], out["forecast_mse_per_channel"][k] = _mse(target, pred)
+    for k, pairs in fc.items():
+        if pairs:
+            target, pred = (np.concatenate([a.reshape(-1, a.shape[-1]) for a in side])
+                            for side in zip(*pairs, strict=True))
+            out["forecast_mse"][k], out["forecast_mse_per_channel"][k] = _mse(target, pred)
     out.update(extra)
     return out
 
@@ -261,10 +266,7 @@ def lgssm_optimum(
         for k, pred in kalman_forecast(f.mean, mats["A"], mats["C"], horizons).items():
             if k < t_len:
                 fc[k].append((obs[idx][:, k:], pred[:, : t_len - k]))
-    fcc = {k: (np.concatenate([a.reshape(-1, a.shape[-1]) for a, _ in v]),
-               np.concatenate([b.reshape(-1, b.shape[-1]) for _, b in v]))
-           for k, v in fc.items() if v}
-    return _summary(lat, filt_all, smooth_all, fcc, {"mode": "series", "n_series": n})
+    return _summary(lat, filt_all, smooth_all, fc, {"mode": "series", "n_series": n})
 
 
 def lgssm_window_optimum(
@@ -304,19 +306,7 @@ def lgssm_window_optimum(
     for k_sys, idx in _groups(ds):
         mats = system_matrices(ds, k_sys)
         o, la = obs[idx], lat[idx]
-        if init == "prior":
-            win = o[:, pos].reshape(-1, context, c)  # (N*W, L, C)
-            est = window_estimates(ds, win, np.full(len(win), k_sys), [])
-            fm, smm = est["filtered"], est["smoothed"]
-            last = fm[:, -1].reshape(len(idx), len(starts), -1)
-        elif init == "series":
-            f = kalman_filter(o, **mats)
-            sm = kalman_smoother(f, mats["A"])
-            fm = f.mean[:, pos].reshape(-1, context, f.mean.shape[-1])
-            smm = sm.mean[:, pos].reshape(-1, context, f.mean.shape[-1])
-            last = f.mean[:, pos[:, -1]]
-        else:
-            raise DataError(f"init must be 'prior' or 'series', got {init!r}")
+        fm, smm, last = _window_states(ds, o, k_sys, mats, pos, init)
         lat_w.append(la[:, pos].reshape(-1, context, la.shape[-1]))
         filt_w.append(fm)
         smooth_w.append(smm)
@@ -325,8 +315,26 @@ def lgssm_window_optimum(
             ok = tgt_t < t_len
             if ok.any():
                 fc[k].append((o[:, tgt_t[ok]].reshape(-1, c), pred[:, ok].reshape(-1, c)))
-    fcc = {k: (np.concatenate([a for a, _ in v]), np.concatenate([b for _, b in v]))
-           for k, v in fc.items() if v}
-    return _summary(np.concatenate(lat_w), np.concatenate(filt_w), np.concatenate(smooth_w), fcc,
+    return _summary(np.concatenate(lat_w), np.concatenate(filt_w), np.concatenate(smooth_w), fc,
                     {"mode": f"window/{init}", "context": context, "stride": stride,
                      "n_windows": int(n * len(starts))})
+
+
+def _window_states(ds: xr.Dataset, obs: Array, k_sys: int, mats: dict[str, Array], pos: Array,
+                   init: str) -> tuple[Array, Array, Array]:
+    """Filtered and smoothed states (N*W, L, S) at the window positions ``pos`` (W, L) of
+    system ``k_sys``'s series ``obs`` (N, T, C), and the filtered state at each window's last
+    step (N, W, S), the forecast origin; ``init`` as in ``lgssm_window_optimum``."""
+    n, context = len(obs), pos.shape[1]
+    if init == "prior":
+        win = obs[:, pos].reshape(-1, context, obs.shape[-1])  # (N*W, L, C)
+        est = window_estimates(ds, win, np.full(len(win), k_sys), [])
+        fm = est["filtered"]
+        return fm, est["smoothed"], fm[:, -1].reshape(n, len(pos), -1)
+    if init == "series":
+        f = kalman_filter(obs, **mats)
+        sm = kalman_smoother(f, mats["A"])
+        s = f.mean.shape[-1]
+        return (f.mean[:, pos].reshape(-1, context, s), sm.mean[:, pos].reshape(-1, context, s),
+                f.mean[:, pos[:, -1]])
+    raise DataError(f"init must be 'prior' or 'series', got {init!r}")

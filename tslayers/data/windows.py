@@ -131,6 +131,54 @@ def split_time(
             ds.isel(time=slice(te_start, te_start + n_test)))
 
 
+def _check_windows_fit(lengths: np.ndarray, context: int, horizon: int, name: str) -> None:
+    """Refuse data where no window fits; warn when most series are too short to give one."""
+    n, total = len(lengths), context + horizon
+    if n == 0:
+        raise DataError(f"dataset '{name}' has no series (an empty split?); lower "
+                        "val_fraction/test_fraction or provide more series")
+    if lengths.max() < total:
+        raise DataError(
+            f"no window fits: series in '{name}' have lengths {int(lengths.min())}.."
+            f"{int(lengths.max())} but a window needs context + horizon = {context} + "
+            f"{horizon} = {total} steps; lower context/horizon to at most "
+            f"{int(lengths.max())} or use longer series")
+    too_short = int((lengths < total).sum())
+    if too_short > n // 2:
+        warnings.warn(
+            f"{too_short} of {n} series in '{name}' are shorter than context + horizon = "
+            f"{total} and give no window; lower the context (shortest series: "
+            f"{int(lengths.min())} steps) or resample the series to a common length",
+            stacklevel=3)
+
+
+def _window_starts(obs: np.ndarray, lengths: np.ndarray, context: int, horizon: int,
+                   stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """(series index, start) of every window that fits its series and has an observed value
+    in its context (and, with a horizon, in its future); vectorised over an (N, K) start grid."""
+    n, t_len, _ = obs.shape
+    total = context + horizon
+    starts = np.arange(0, t_len - total + 1, stride)
+    valid = starts[None, :] + total <= lengths[:, None]
+    observed = np.isfinite(obs).any(-1)
+    csum = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(observed, 1)], axis=1)
+    valid &= (csum[:, starts + context] - csum[:, starts]) > 0
+    if horizon > 0:
+        valid &= (csum[:, starts + total] - csum[:, starts + context]) > 0
+    s_idx, k_idx = np.nonzero(valid)
+    return s_idx, starts[k_idx]
+
+
+def _subsample_per_series(s_idx: np.ndarray, max_per_series: int, seed: int) -> np.ndarray:
+    """Sorted positions in ``s_idx`` (series of each window) of a random subset of at most
+    ``max_per_series`` windows per series, so long series do not dominate an epoch."""
+    keys = np.random.default_rng(seed).random(len(s_idx))
+    order = np.lexsort((keys, s_idx))
+    s_sorted = s_idx[order]
+    rank = np.arange(len(order)) - np.searchsorted(s_sorted, s_sorted)
+    return np.sort(order[rank < max_per_series])
+
+
 class WindowDataset(Dataset):
     """Context windows (+ forecast horizons) cut from every series with a stride.
 
@@ -168,47 +216,16 @@ class WindowDataset(Dataset):
                             "ucr/GunPoint) or add ds['label'] = ('series', ints)")
         self.context, self.horizon, self.stride = context, horizon, stride
         obs = np.ascontiguousarray(ds["obs"].values, dtype=np.float32)
-        n, t_len, _ = obs.shape
-        total = context + horizon
         lengths = series_lengths(ds)
-        if n == 0:
-            raise DataError(f"dataset '{name}' has no series (an empty split?); lower "
-                            "val_fraction/test_fraction or provide more series")
-        if lengths.max() < total:
-            raise DataError(
-                f"no window fits: series in '{name}' have lengths {int(lengths.min())}.."
-                f"{int(lengths.max())} but a window needs context + horizon = {context} + "
-                f"{horizon} = {total} steps; lower context/horizon to at most "
-                f"{int(lengths.max())} or use longer series")
-        too_short = int((lengths < total).sum())
-        if too_short > n // 2:
-            warnings.warn(
-                f"{too_short} of {n} series in '{name}' are shorter than context + horizon = "
-                f"{total} and give no window; lower the context (shortest series: "
-                f"{int(lengths.min())} steps) or resample the series to a common length",
-                stacklevel=2)
-        # candidate starts for every series, vectorised: (N, K) grid masked by length
-        starts = np.arange(0, t_len - total + 1, stride)
-        valid = starts[None, :] + total <= lengths[:, None]
-        observed = np.isfinite(obs).any(-1)
-        csum = np.concatenate([np.zeros((n, 1), np.int64), np.cumsum(observed, 1)], axis=1)
-        ctx_obs = csum[:, starts + context] - csum[:, starts]
-        valid &= ctx_obs > 0
-        if horizon > 0:
-            valid &= (csum[:, starts + total] - csum[:, starts + context]) > 0
-        s_idx, k_idx = np.nonzero(valid)
+        _check_windows_fit(lengths, context, horizon, name)
+        s_idx, starts = _window_starts(obs, lengths, context, horizon, stride)
         if max_windows_per_series is not None:
-            rng = np.random.default_rng(seed)
-            keys = rng.random(len(s_idx))
-            order = np.lexsort((keys, s_idx))
-            s_sorted = s_idx[order]
-            rank = np.arange(len(order)) - np.searchsorted(s_sorted, s_sorted)
-            keep = np.sort(order[rank < max_windows_per_series])
-            s_idx, k_idx = s_idx[keep], k_idx[keep]
+            keep = _subsample_per_series(s_idx, max_windows_per_series, seed)
+            s_idx, starts = s_idx[keep], starts[keep]
         if len(s_idx) == 0:
             raise DataError(f"every window of '{name}' is entirely missing (context {context}, "
                             f"horizon {horizon}); check the data for NaNs")
-        self.index = np.stack([s_idx, starts[k_idx]], axis=1).astype(np.int64)
+        self.index = np.stack([s_idx, starts], axis=1).astype(np.int64)
         self.obs = torch.from_numpy(obs)
         self.series_ids = torch.from_numpy(np.asarray(ds["series"].values, dtype=np.int64))
         self.time_ids = torch.from_numpy(np.asarray(ds["time"].values, dtype=np.int64))
