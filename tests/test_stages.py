@@ -1,5 +1,7 @@
 """Resumable stages: skip intact outputs, redo stale or damaged ones without losing them."""
 
+from pathlib import Path
+
 from tslayers.stages import fingerprint, run_stage, stage_status
 
 
@@ -103,3 +105,37 @@ def test_stage_inputs_hash_follows_file_contents(tmp_path):
     (tmp_path / "run" / "w.bin").write_bytes(b"1")
     assert stage_inputs_hash(paths) == h
     assert stage_inputs_hash(paths[::-1]) != h
+
+
+def _rank_main(rank: int, port: int, folder: str, seconds: float) -> None:
+    """One of two processes: a process group with a short timeout, then a rank-0-only stage
+    that takes longer than that timeout."""
+    import datetime
+    import os
+    import time
+
+    import torch.distributed as dist
+
+    os.environ["RANK"] = str(rank)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=2, timeout=datetime.timedelta(seconds=seconds))
+    key = fingerprint({"stage": 1})
+    run_stage("probe", Path(folder) / "probe", key, lambda d: time.sleep(3 * seconds),
+              log=_quiet)
+    dist.barrier()  # both ranks got past the stage
+    dist.destroy_process_group()
+
+
+def test_other_ranks_wait_for_a_rank0_stage_longer_than_the_group_timeout(tmp_path):
+    """Under DDP only rank 0 probes while the others wait; that wait must outlast the training
+    process group's timeout (a plain barrier on it times out, and under NCCL aborts the job)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_rank_main, args=(port, str(tmp_path), 2.0), nprocs=2,
+                       start_method="spawn")  # raises if a rank failed (e.g. timed out)
+    assert stage_status(tmp_path / "probe", fingerprint({"stage": 1})) == "done"

@@ -16,6 +16,7 @@ Under several processes (DDP launched by torchrun/SLURM/Lightning) only rank 0 k
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import shutil
@@ -116,13 +117,26 @@ def mark_done(directory: Path, key: str, extra: dict | None = None) -> None:
     (directory / STARTED).unlink(missing_ok=True)
 
 
+#: how long ranks > 0 may wait for rank 0's stage work (probing, reports) before giving up
+STAGE_WAIT = datetime.timedelta(days=2)
+_wait_groups: dict[int, Any] = {}  # id(default group) -> its long-timeout gloo twin
+
+
 def _barrier() -> None:
+    """Wait for every rank, for as long as a rank-0-only stage may take. The training process
+    group's own timeout (minutes; under NCCL its watchdog aborts the job) is not meant for
+    that, so the wait runs on a separate CPU (gloo) group with a long timeout, created on the
+    first call, which every rank makes at the same point."""
     try:
         import torch.distributed as dist
     except ImportError:  # pragma: no cover - torch is a dependency
         return
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world = id(dist.group.WORLD)  # a re-initialised process group needs a new twin
+    if world not in _wait_groups:
+        _wait_groups[world] = dist.new_group(backend="gloo", timeout=STAGE_WAIT)
+    dist.barrier(group=_wait_groups[world])
 
 
 def run_stage(
