@@ -108,9 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `{cmd}`\n"
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
         f"- machine: {machine_note(args.threads)}\n"
-        f"- wall time: {total / 60:.1f} min for this invocation; {computed / 60:.1f} min of "
-        f"per-dataset compute in the cached results it reports; seed {cfg['seed']}, config "
-        f"`{rel(args.config)}`{' (quick)' if args.quick else ''}\n")
+        f"- wall time: {computed / 60:.1f} min of per-dataset compute (this invocation "
+        f"{total / 60:.1f} min; results computed earlier are read from the JSON cache under "
+        "--work), "
+        f"seed {cfg['seed']}, config "
+        f"`{rel(args.config)}`{' (quick)' if args.quick else ''}\n"
+        "- per-dataset compute (s): " + ", ".join(
+            f"{r['dataset']} {r['wall_s']:.0f}" for rs in results.values() for r in rs) + "\n")
     text = (header + "\n## Summary\n\n" + report.summary_table(summary) + "\n\n"
             + "\n\n".join(sections) + "\n")
     print(text)

@@ -225,4 +225,33 @@ def summary_table(rows: list[str]) -> str:
     head = ("| kind | dataset | metric | best tslayers [90% CI] | best baseline run here "
             "[90% CI] | tslayers - baseline [paired 90% CI] | best verified published |\n"
             "|---|---|---|---|---|---|---|")
-    return f"{START}\n{head}\n" + "\n".join(rows) + f"\n{END}"
+    cells = [r.strip("| ").split(" | ") for r in rows]
+    groups = {"behind": [], "ahead": [], "not separable": []}
+    for c in cells:
+        for key in groups:
+            if key in c[5].split(":")[-1] or c[5].startswith(key):
+                groups[key].append(f"{c[1]} ({c[2].split(' (')[0]}: {c[3]} vs {c[4]})")
+                break
+    verdicts = "\n".join(
+        f"- **tslayers {k}** ({len(v)}): " + ("; ".join(v) if v else "none")
+        for k, v in groups.items())
+    return (f"{START}\n{head}\n" + "\n".join(rows) + f"\n{END}\n\n"
+            "Verdicts (behind/ahead = the paired 90% interval excludes 0; anomaly: point "
+            "estimate only, see its section):\n\n" + verdicts + "\n\n" + LIMITS)
+
+
+LIMITS = """**Not run, or not comparable, and why**
+
+- Daphnet_S06R02E0 is listed but not scored: the copy aeon ships has no labelled anomaly.
+- KDD-TSAD_135 has one anomaly segment, in the test part: no supervised per-layer anomaly probe
+  is possible without training on the test anomaly, and its intervals are not meaningful. The
+  label-free per-layer novelty probe stands in for it.
+- One seed (0) and one model size everywhere; no hyperparameter of any model was tuned on test.
+  The tslayers models and the learned baselines get the same gradient-step budget.
+- Published forecasting numbers: not found (no per-collection MASE table could be opened and
+  checked here; the previous MASE used seasonality 11/52 and is not comparable anyway).
+  Published anomaly numbers for KDD-TSAD_135: not found.
+- Published classification numbers come from the UCR archive's own summary (1-NN DTW) and from
+  the TEST paper's appendix tables (secondary); the TS2Vec and T-Loss papers' own tables could
+  not be opened here. Published protocols differ (SVM on representations, other seeds), so
+  they are context, not paired comparisons."""
