@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tslayers.probing.metrics import auroc
+from tslayers.probing.metrics import auroc, bootstrap_counts, interval, row_weights
 
-from .common import log, pretrain_arrays, untrained_twin, weighted_mean_ci
+from .common import log, pretrain_arrays, untrained_twin
 
 
 def segments(labels: np.ndarray) -> list[tuple[int, int]]:
@@ -174,25 +174,23 @@ def run_kdd(name: str, cfg: dict, seed: int, work: Path) -> dict:
 
     block = int(a["block_patches"])
     groups = np.arange(n_test_p) // block
-    counts_rows = {}
+    rows = {}
     for method, s in scores["test"].items():
         thr = float(scores["cal"][method].max())
         flagged = np.repeat(s > thr, patch)
-        counts_rows[method] = dict(
+        rows[method] = dict(
             auroc=float(auroc(y_patch, s)), pa_f1=pa_f1(test_y, flagged),
             best_pa_f1=best_pa_f1(test_y, np.repeat(s, patch)), flagged_share=float(
                 (s > thr).mean()))
-    # block bootstrap of AUROC over test blocks (all methods share the draws)
-    from tslayers.probing.metrics import bootstrap_counts, interval, row_weights
-
+    # block bootstrap of AUROC over test blocks (all methods share the draws); PA-F1 gets no
+    # interval: with one segment it is a detected / not-detected event plus false alarms
     counts = bootstrap_counts(groups, int(cfg["n_boot"]), seed, "test")
     wts = row_weights(counts, groups, groups)
     pos_reps = wts @ y_patch
     for method, s in scores["test"].items():
         reps = auroc(y_patch, s, wts)
-        counts_rows[method]["auroc_ci"] = list(interval(reps, 0.9))
-    _ = weighted_mean_ci  # (PA-F1 gets no interval: with one segment it is a 0/1 event)
-    return dict(dataset=name, methods=counts_rows, season=m, secs=secs, n_layers=encoder.n_layers,
+        rows[method]["auroc_ci"] = list(interval(reps, 0.9))
+    return dict(dataset=name, methods=rows, season=m, secs=secs, n_layers=encoder.n_layers,
                 encoder=enc_cfg, n_test_patches=n_test_p, positive_patches=int(y_patch.sum()),
                 test_segments=len(segments(test_y)), train_segments=len(segments(y[:train_end])),
                 no_anomaly_share=float((pos_reps == 0).mean()), block=block, patch=patch,
