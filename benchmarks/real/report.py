@@ -238,8 +238,9 @@ def summary_table(rows: list[str]) -> str:
     verdicts = "\n".join(
         f"- **tslayers {k}** ({len(v)}): " + ("; ".join(v) if v else "none")
         for k, v in groups.items())
-    chance = (f"- {len(cells)} comparisons at 90% each: with no real difference about "
-              f"{0.1 * len(cells):.1f} would exclude 0 by chance, so a single 'ahead' or "
+    n = sum(len(v) for v in groups.values())
+    chance = (f"- {n} comparisons at 90% each: with no real difference about "
+              f"{0.1 * n:.1f} would exclude 0 by chance, so a single 'ahead' or "
               "'behind' by a small margin is not evidence on its own; the consistent 'behind' "
               "on classification and forecasting is.")
     return (f"{START}\n{head}\n" + "\n".join(rows) + f"\n{END}\n\n"
