@@ -107,3 +107,16 @@ def test_quick_run_one_dataset_per_kind(tmp_path):
     real_data.main(argv)
     assert time.perf_counter() - t0 < 10
     assert out.read_text().split("## Summary")[1] == text.split("## Summary")[1]
+
+
+def test_readme_shows_the_real_data_table_of_the_results_file():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+
+    def table(path: Path) -> str:
+        text = path.read_text()
+        start, end = "<!-- real-data-table:start -->", "<!-- real-data-table:end -->"
+        return text[text.index(start) : text.index(end)]
+
+    assert table(root / "README.md") == table(root / "benchmarks" / "results" / "real_data.md")
