@@ -114,3 +114,18 @@ def test_periodogram_control_separates_the_mixture():
     assert acc >= 0.9
     assert str(res["best_control"].sel(model="m", task="classify", metric="accuracy",
                                        seed=0).values) == "m/periodogram"
+
+
+def test_an_interval_finer_than_the_replicates_uses_their_spread_not_their_range():
+    """90% on 100 replicates: the percentiles. 99.9% on 100 replicates (each tail 0.05
+    replicates): the percentiles would be min and max; the interval is mean +- z_0.9995 sd."""
+    from scipy.stats import norm
+
+    from tslayers.probing.metrics import interval
+
+    reps = np.random.default_rng(0).normal(size=100)
+    assert interval(reps, 0.9) == tuple(np.quantile(reps, [0.05, 0.95]))
+    lo, hi = interval(reps, 0.999)
+    half = norm.ppf(0.9995) * reps.std(ddof=1)
+    assert (lo, hi) == pytest.approx((reps.mean() - half, reps.mean() + half))
+    assert lo < reps.min() and hi > reps.max()

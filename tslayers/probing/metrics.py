@@ -120,11 +120,20 @@ def row_weights(counts: np.ndarray, split_series: np.ndarray,
 
 
 def interval(reps: np.ndarray, ci: float) -> tuple[float, float]:
-    """Percentile interval of bootstrap replicates (NaN when none is finite)."""
+    """Percentile interval of bootstrap replicates (NaN when none is finite). When each tail
+    holds less than one replicate (a high level, e.g. a Bonferroni correction, on a few hundred
+    replicates) the percentiles would be the replicates' min and max, too narrow; the interval
+    is then the normal one from the replicates' mean and standard deviation."""
+    from scipy.stats import norm
+
     reps = np.asarray(reps, dtype=np.float64)
     if reps.size == 0 or np.isnan(reps).all():
         return float("nan"), float("nan")
     a = (1 - ci) / 2
+    finite = reps[np.isfinite(reps)]
+    if a * len(finite) < 1 and len(finite) > 1:
+        half = norm.ppf(1 - a) * finite.std(ddof=1)
+        return float(finite.mean() - half), float(finite.mean() + half)
     lo, hi = np.nanquantile(reps, [a, 1 - a])
     return float(lo), float(hi)
 

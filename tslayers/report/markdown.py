@@ -154,6 +154,7 @@ def findings(table: pd.DataFrame, ds: xr.Dataset, most: int = 8) -> list[str]:
     if not out:
         return ["No layer beats the last one and no model differs from its best control "
                 "beyond noise."]
+    out.sort(key=lambda line: not line.endswith(" †"))  # the claims that survive first
     claims = list(out)
     if len(out) > most:
         out = out[:most] + [f"and {len(out) - most} more in the table below"]
