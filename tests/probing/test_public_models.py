@@ -17,6 +17,7 @@ from tslayers.probing.public_models import (
     chronos,
     chronos_bolt,
     load_public,
+    moment,
     patchtsmixer,
     patchtst,
     timesfm,
@@ -24,6 +25,7 @@ from tslayers.probing.public_models import (
 
 HAS_HF = importlib.util.find_spec("transformers") is not None
 HAS_CHRONOS = importlib.util.find_spec("chronos") is not None
+HAS_MOMENT = importlib.util.find_spec("momentfm") is not None
 needs_hf = pytest.mark.skipif(not HAS_HF, reason="transformers not installed (extra 'models')")
 B, T, C = 2, 64, 3
 
@@ -135,6 +137,25 @@ def test_chronos_bolt_taps_every_block_like_hooks():
         assert torch.equal(feats[name], rearrange(ref[i], "(b c) n d -> b n (c d)", c=C))
     with torch.no_grad():
         assert torch.equal(pm.module(x), out)
+
+
+@pytest.mark.skipif(not HAS_MOMENT, reason="momentfm not installed (it pins transformers 4.33;"
+                    " run this file in an environment of its own)")
+def test_moment_taps_every_block_like_hooks():
+    pm = moment(seq_len=T, patch_len=8, d_model=16, d_ff=32, num_layers=2, num_heads=2, d_kv=8)
+    inner = pm.module.model
+    assert pm.layer_names() == ["model.encoder.block.0", "model.encoder.block.1"]
+    x = _x(4)
+    mask = torch.ones(B, T, dtype=torch.long)
+    out, ref = _hooked(inner.encoder.block,
+                       lambda: inner(x_enc=x.transpose(1, 2), input_mask=mask).embeddings)
+    feats = _tap(pm, x)
+    for i, name in enumerate(pm.layer_names()):  # MOMENT folds channels into the batch
+        assert torch.equal(feats[name], rearrange(ref[i], "(b c) n d -> b n (c d)", c=C))
+    with torch.no_grad():
+        assert torch.equal(pm.module(x), out)
+    with pytest.raises(ValueError, match=f"set --context {T}"):
+        pm.module(torch.randn(B, T - 8, C))
 
 
 @needs_hf

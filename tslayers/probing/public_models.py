@@ -14,8 +14,9 @@ without one, the model is built from its config (library defaults overridden by 
 keyword arguments) with the library's random initialisation under ``seed``.
 
 Architectures: Hugging Face ``transformers`` PatchTST, PatchTSMixer and TimesFM; Chronos and
-Chronos-Bolt (``chronos-forecasting``); MOMENT (``momentfm``; hub loading only). Each needs its
-package (the ``models`` extra); builders raise ``ImportError`` naming it when it is absent.
+Chronos-Bolt (``chronos-forecasting``); MOMENT (``momentfm``, in an environment of its own).
+Each needs its package (the ``models`` extra); builders raise ``ImportError`` naming it when it
+is absent.
 
 Channel handling: PatchTST and PatchTSMixer take all channels at once (their blocks hold
 (B, C, N, D): tokens per channel, so the taps' time axis is 2 and pooled features concatenate
@@ -329,14 +330,24 @@ class MomentWindows(_Folded):
         return out.embeddings
 
 
-def moment(source: str = "AutonLab/MOMENT-1-small") -> PublicModel:
-    """MOMENT (Goswami et al., 2024) from ``momentfm`` (hub or local folder only; not
-    exercised by the tests here, where momentfm cannot be installed next to transformers 5).
-    Taps ``model.encoder.block.*``; windows must be ``seq_len`` (512) steps."""
+def moment(source: str | None = None, *, seed: int = 0, seq_len: int = 512, patch_len: int = 8,
+           **t5_config: Any) -> PublicModel:
+    """MOMENT (Goswami et al., 2024) from ``momentfm`` (e.g. ``"AutonLab/MOMENT-1-small"``);
+    taps ``model.encoder.block.*``; windows must be ``seq_len`` steps. From a config: a T5
+    encoder ``T5Config(**t5_config)`` over patches of ``patch_len`` steps. momentfm pins
+    transformers 4.33, so it lives in its own environment, not next to the ``models`` extra."""
     _require("momentfm")
     from momentfm import MOMENTPipeline
 
-    pipeline = MOMENTPipeline.from_pretrained(source, model_kwargs={"task_name": "embedding"})
+    embed = {"task_name": "embedding"}
+    if source is not None:
+        pipeline = MOMENTPipeline.from_pretrained(source, model_kwargs=embed)
+    else:
+        config = dict(task_name="embedding", seq_len=seq_len, patch_len=patch_len,
+                      patch_stride_len=patch_len, transformer_backbone="google/flan-t5-small",
+                      transformer_type="encoder_only", d_model=None, t5_config=t5_config,
+                      enable_gradient_checkpointing=False)
+        pipeline = _seeded(seed, lambda: MOMENTPipeline(config, model_kwargs=dict(embed)))
     pipeline.init()
     wrapper = MomentWindows(pipeline.eval())
     return PublicModel("moment", wrapper, _blocks(wrapper, "model.encoder.block"),
