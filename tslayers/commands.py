@@ -13,7 +13,7 @@ from tslayers.io import lock_output
 from tslayers.probing import ProbeConfig, ProbeRunConfig, probe_encoder, probe_model
 from tslayers.probing.pipeline import _yaml
 from tslayers.probing.results import write_results
-from tslayers.report import render_report
+from tslayers.report import render_report, summary_lines
 
 
 # ------------------------------------------------------------------------------ probe
@@ -61,7 +61,7 @@ def probe_command(args) -> int:
         result.attrs["config"] = _yaml(to_dict(cfg))
         path = write_results(result, out / "results.nc")
         md = render_report(result, out / "report")
-    print(f"results: {path}\nreport:  {md}  ({result.attrs.get('probe_seconds')} s)")
+    print(f"{summary_lines(md)}\nresults: {path} ({result.attrs.get('probe_seconds')} s)")
     return 0
 
 
@@ -103,5 +103,5 @@ def inspect_command(args) -> int:
         names = result["layer_name"].sel(model=who).values.tolist()
         print(f"taps ({who}):\n" + "\n".join(f"  {i}: {n}" for i, n in enumerate(names) if n))
     md = render_report(result, out / "report")
-    print(f"results: {path}\nreport:  {md}")
+    print(f"{summary_lines(md)}\nresults: {path}")
     return 0

@@ -205,18 +205,9 @@ def merge_results_of(probed: dict[str, Any]):
 
 
 def run_command(args: Any) -> int:
+    from tslayers.report import summary_lines
+
     config = load_config(StudyConfig, args.config, args.overrides)
     report = run_study(config, args.out)
     print(summary_lines(report / "report.md"))
     return 0
-
-
-def summary_lines(md: Path, limit: int = 30) -> str:
-    """The report's summary section (at most ``limit`` lines) and where the full report is."""
-    lines = md.read_text().splitlines() if md.is_file() else []
-    start = next((i for i, line in enumerate(lines) if line.startswith("## Summary")), 0)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-               len(lines))
-    shown = lines[start:end][:limit]
-    more = " (summary truncated)" if end - start > limit else ""
-    return "\n".join([*shown, f"full report{more}: {md} (and {md.with_suffix('.html').name})"])

@@ -8,7 +8,7 @@ self-contained file), ``render`` (the folder), ``alignment`` (alignment runs' se
 from .alignment import alignment_markdown
 from .figures import build_figures
 from .markdown import report_markdown
-from .render import render_report, report_command
+from .render import render_report, report_command, summary_lines
 
 __all__ = ["alignment_markdown", "build_figures", "render_report", "report_command",
-           "report_markdown"]
+           "report_markdown", "summary_lines"]
