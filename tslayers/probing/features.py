@@ -79,7 +79,7 @@ def user_targets(ds: xr.Dataset, names: list[str], index: np.ndarray, context: i
     """The named variables at the sampled windows (``index``: positional (series, start)).
     A variable with a ``time`` dim is cut to each window's context, (W, T, K), so its value
     at step t belongs to input step t; one without is read per series. Class labels (integer,
-    boolean or string values) become codes 0..K-1 with their names in ``classes``."""
+    boolean or string values) become codes 0..K-1 in sorted order of their values."""
     check_targets(ds, names)
     per_series, per_step = {}, {}
     for name in names:

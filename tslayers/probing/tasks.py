@@ -378,10 +378,10 @@ def build_correspondence(ctx: Context) -> list[Problem]:
 
 
 # ------------------------------------------------------------------------------ user targets
-def _target_problem(kind_rows: tuple, name: str, values: np.ndarray, x: dict) -> Problem:
+def _target_problem(name: str, values: np.ndarray, x: dict[int, np.ndarray], rows: Split,
+                    groups: np.ndarray, blocks: np.ndarray) -> Problem:
     """Classes -> logistic probe (accuracy); floats -> ridge on train-standardised targets
     (r2, mse; the naive predictor is the train mean). Rows with a missing target are dropped."""
-    rows, groups, blocks = kind_rows
     if values.dtype.kind == "i":
         n_classes = int(values.max()) + 1
         if len(np.unique(values[rows.train])) < 2:
@@ -400,8 +400,8 @@ def build_series_target(ctx: Context) -> list[Problem]:
     """User targets per series (``probe.targets``) from pooled features:
     ``series_target/<name>``."""
     w = np.arange(len(ctx.win))
-    return [_target_problem((ctx.split, ctx.win.series, w), f"series_target/{name}", v,
-                            ctx.feats.pooled) for name, v in ctx.win.targets.items()]
+    return [_target_problem(f"series_target/{name}", v, ctx.feats.pooled, ctx.split,
+                            ctx.win.series, w) for name, v in ctx.win.targets.items()]
 
 
 def build_step_target(ctx: Context) -> list[Problem]:
@@ -409,9 +409,8 @@ def build_step_target(ctx: Context) -> list[Problem]:
     last step (the same alignment as ``latent``; a pooled tap reads the window's last step):
     ``step_target/<name>``."""
     x, rows, series, blocks = _token_rows(ctx)
-    return [_target_problem((rows, series, blocks), f"step_target/{name}",
-                            token_values(v, ctx.feats.token_end), x)
-            for name, v in ctx.win.step_targets.items()]
+    return [_target_problem(f"step_target/{name}", token_values(v, ctx.feats.token_end), x,
+                            rows, series, blocks) for name, v in ctx.win.step_targets.items()]
 
 
 for _task in (
