@@ -1,13 +1,16 @@
 """Real-data benchmark: every offline UCR/UEA classification set, the shipped anomaly sets,
-and shipped forecasting collections, each with baselines run here and bootstrap intervals.
+and shipped forecasting collections, each with baselines run here and bootstrap intervals, over
+several training seeds.
 
 The work lives in ``benchmarks/real/`` (one module per task kind); this script selects what to
-run, caches each dataset's result as JSON under ``--work`` (an interrupted run resumes), and
-writes the markdown report with the command, date, machine and wall time.
+run, caches each (dataset, seed) result as JSON under ``--work`` (an interrupted run resumes;
+seeds are the outer loop, so a finished seed is complete), and writes the markdown report with
+the command, date, machine and wall time per seed.
 
     python benchmarks/real_data.py                          # full run
     python benchmarks/real_data.py --quick                  # smoke run (< 10 min on 2 cores)
     python benchmarks/real_data.py --kinds classification --datasets GunPoint,ArrowHead
+    python benchmarks/real_data.py --seeds 0,1                # other training seeds
 """
 
 from __future__ import annotations
@@ -55,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="per-dataset JSON cache and run folders (default: runs/real_data)")
     p.add_argument("--force", action="store_true", help="ignore cached per-dataset results")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest here)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seeds", help="comma-separated training seeds (default: the config's "
+                   "`seeds`); each re-trains every learned model, the test split is fixed")
     args = p.parse_args(argv)
 
     quiet()
     torch.set_num_threads(args.threads)
     cfg = load_bench_config(args.config, args.quick)
-    cfg["seed"] = int(cfg.get("seed", 0) if args.seed is None else args.seed)
+    cfg["seeds"] = ([int(v) for v in args.seeds.split(",")] if args.seeds
+                    else [int(v) for v in cfg["seeds"]])
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     bad = [k for k in kinds if k not in KINDS]
     if bad:
@@ -74,20 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work / ("quick" if args.quick else "full")
     out = args.out if args.out is not None else (None if args.quick else DEFAULT_OUT)
 
-    results: dict[str, list[dict]] = {}
-    for kind in kinds:
-        # --datasets picks from every set a kind knows, not only its config list
-        names = list(cfg[kind]["datasets"]) if wanted is None else [
-            d for d in _known(kind, cfg) if d in wanted]
-        for name in names:
-            torch.set_num_threads(args.threads)  # Lightning/gluonts may change it
-            settings = {"kind": kind, "name": name, "cfg": cfg[kind], "seed": cfg["seed"],
-                        "n_boot": cfg["n_boot"]}
-            res = cached(work, kind, name, settings,
-                         lambda k=kind, n=name: KINDS[k](n, cfg, cfg["seed"], work / "runs"),
-                         force=args.force)
-            results.setdefault(kind, []).append(res)
-            log(f"{kind} {name}: done ({res['wall_s']:.0f}s of compute)")
+    # --datasets picks from every set a kind knows, not only its config list
+    names = {kind: list(cfg[kind]["datasets"]) if wanted is None else [
+        d for d in _known(kind, cfg) if d in wanted] for kind in kinds}
+    # results[kind][i] = dataset i's per-seed results, in the order of cfg["seeds"]
+    results: dict[str, list[list[dict]]] = {k: [[] for _ in names[k]] for k in kinds}
+    for seed in cfg["seeds"]:
+        for kind in kinds:
+            for i, name in enumerate(names[kind]):
+                torch.set_num_threads(args.threads)  # Lightning/gluonts may change it
+                settings = {"kind": kind, "name": name, "cfg": cfg[kind], "seed": seed,
+                            "n_boot": cfg["n_boot"]}
+                res = cached(work, kind, name, settings,
+                             lambda k=kind, n=name, s=seed: KINDS[k](n, cfg, s, work / "runs"),
+                             force=args.force)
+                results[kind][i].append(res)
+                log(f"{kind} {name} seed {seed}: done ({res['wall_s']:.0f}s of compute)")
 
     summary: list[str] = []
     sections = []
@@ -99,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(report.forecasting(results["forecasting"], cfg, summary))
     torch.set_num_threads(args.threads)
     total = elapsed()
-    computed = sum(r["wall_s"] for rs in results.values() for r in rs)
+    runs = [runs for per_kind in results.values() for runs in per_kind]
+    per_seed = [sum(r[j]["wall_s"] for r in runs) for j in range(len(cfg["seeds"]))]
     shown = [rel(Path(a)) if Path(a).is_absolute() else a
              for a in (argv if argv is not None else sys.argv[1:])]
     cmd = ("python benchmarks/real_data.py " + " ".join(shown)).strip()
@@ -108,14 +116,15 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `{cmd}`\n"
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
         f"- machine: {machine_note(args.threads)}\n"
-        f"- wall time: {computed / 60:.1f} min of per-dataset compute (this invocation "
-        f"{total / 60:.1f} min; results computed earlier are read from the JSON cache under "
-        "--work), "
-        f"seed {cfg['seed']}, config "
+        f"- wall time: {sum(per_seed) / 60:.1f} min of per-dataset compute; per seed: "
+        + ", ".join(f"seed {s} {t / 60:.1f} min" for s, t in zip(cfg["seeds"], per_seed))
+        + f" (this invocation {total / 60:.1f} min; results computed earlier are read from "
+        f"the JSON cache under --work), config "
         f"`{rel(args.config)}`{' (quick)' if args.quick else ''}\n"
-        "- per-dataset compute (s): " + ", ".join(
-            f"{r['dataset']} {r['wall_s']:.0f}" for rs in results.values() for r in rs) + "\n")
-    text = (header + "\n## Summary\n\n" + report.summary_table(summary) + "\n\n"
+        "- per-dataset compute (s, per seed): " + ", ".join(
+            f"{r[0]['dataset']} " + "/".join(f"{x['wall_s']:.0f}" for x in r) for r in runs)
+        + "\n")
+    text = (header + "\n## Summary\n\n" + report.summary_table(summary, cfg["seeds"]) + "\n\n"
             + "\n\n".join(sections) + "\n")
     print(text)
     if out is not None:

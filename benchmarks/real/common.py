@@ -135,6 +135,61 @@ def paired_diff_ci(a: np.ndarray, b: np.ndarray, w: np.ndarray, ci: float = 0.9,
     return (float(diff.sum() / d.sum()), *interval(reps, ci))
 
 
+def seed_t_interval(per_seed: list[float], ci: float = 0.9) -> tuple[float, float]:
+    """Student-t interval of the mean of per-seed values (seed variance only); (nan, nan)
+    for fewer than two seeds."""
+    from scipy import stats
+
+    v = np.asarray(per_seed, dtype=np.float64)
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + ci / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def _hull(boot: tuple[float, float, float], per_seed: list[float], ci: float
+          ) -> tuple[float, float, float]:
+    """The bootstrap interval widened, where it is narrower, to the t-interval across seeds."""
+    lo, hi = seed_t_interval(per_seed, ci)
+    if not np.isfinite(lo):
+        return boot
+    return boot[0], min(boot[1], lo), max(boot[2], hi)
+
+
+def seed_mean_ci(values: dict[str, np.ndarray], groups: np.ndarray, n_boot: int, seed: int,
+                 ci: float = 0.9, denom: np.ndarray | None = None,
+                 bounds: tuple[float, float] = (-np.inf, np.inf)
+                 ) -> tuple[dict[str, tuple[float, float, float]], np.ndarray]:
+    """Like ``weighted_mean_ci`` for per-seed values {name: (S, n)}: the estimate is the mean
+    over seeds; its interval is the paired bootstrap over test units of the seed-averaged
+    values, widened to the t-interval across the S per-seed scores where that is wider, and
+    clipped to the metric's ``bounds``."""
+    d = np.ones(len(groups)) if denom is None else np.asarray(denom, dtype=np.float64)
+    arr = {k: np.atleast_2d(np.asarray(v, dtype=np.float64)) for k, v in values.items()}
+    boot, w = weighted_mean_ci({k: v.mean(0) for k, v in arr.items()}, groups, n_boot, seed,
+                               ci, denom)
+    out = {}
+    for k, v in arr.items():
+        est, lo, hi = _hull(boot[k], list(v.sum(1) / d.sum()), ci)
+        out[k] = (est, max(lo, bounds[0]), min(hi, bounds[1]))
+    return out, w
+
+
+def seed_diff_ci(a: np.ndarray, b: np.ndarray, w: np.ndarray, ci: float = 0.9,
+                 denom: np.ndarray | None = None) -> tuple[tuple[float, float, float], list]:
+    """(a - b) for per-seed values (S, n) under the shared weights ``w``: the seed-mean
+    difference with the wider of the paired bootstrap (seed-averaged values) and the
+    t-interval across seeds; also the per-seed point differences."""
+    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    d = np.ones(a.shape[1]) if denom is None else np.asarray(denom, dtype=np.float64)
+    per_seed = list((a - b).sum(1) / d.sum())
+    return _hull(paired_diff_ci(a.mean(0), b.mean(0), w, ci, denom), per_seed, ci), per_seed
+
+
+def fmt_seeds(values: list[float], digits: int = 3) -> str:
+    return " / ".join(f"{v:.{digits}f}" for v in values)
+
+
 def fmt_ci(v: tuple | list | None, digits: int = 3) -> str:
     if v is None:
         return "–"

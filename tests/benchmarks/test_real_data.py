@@ -65,9 +65,29 @@ def test_intervals_bracket_the_estimate_and_pair_the_draws():
     assert est == lo == hi == 0.0  # a method against itself: zero under every draw
 
 
+def test_seed_intervals_cover_seed_variance():
+    rng = np.random.default_rng(2)
+    base = rng.integers(0, 2, (1, 200))
+    # three seeds that disagree by a constant shift: the per-unit bootstrap of the seed
+    # average cannot see it, the t-interval across seeds can
+    a = np.clip(base + (rng.random((3, 200)) < np.array([[0.0], [0.3], [0.6]])), 0, 1)
+    b = np.repeat(base, 3, 0)
+    ci, w = common.seed_mean_ci({"a": a, "b": b}, np.arange(200), 300, 0)
+    (est, lo, hi), per_seed = common.seed_diff_ci(a, b, w)
+    assert est == pytest.approx(np.mean(per_seed)) == pytest.approx(ci["a"][0] - ci["b"][0])
+    t_lo, t_hi = common.seed_t_interval(per_seed)
+    _, b_lo, b_hi = common.paired_diff_ci(a.mean(0), b.mean(0), w)
+    assert lo == min(t_lo, b_lo) and hi == max(t_hi, b_hi) and lo < 0 < hi
+    assert t_hi - t_lo > b_hi - b_lo  # the seed spread dominates here
+    # one seed: the plain paired bootstrap
+    one, _ = common.seed_diff_ci(a[:1], b[:1], w)
+    assert one == common.paired_diff_ci(a[0], b[0], w)
+
+
 def _tiny_config(tmp_path: Path) -> Path:
     cfg = yaml.safe_load(real_data.DEFAULT_CONFIG.read_text())
     cfg["quick"] = {
+        "seeds": [0],
         "n_boot": 100,
         "classification": {"datasets": ["GunPoint"], "objectives": ["contrastive"], "steps": 20,
                            "probe": {"Cs": [1.0], "folds": 2}, "minirocket_kernels": 840},
@@ -107,6 +127,23 @@ def test_quick_run_one_dataset_per_kind(tmp_path):
     real_data.main(argv)
     assert time.perf_counter() - t0 < 10
     assert out.read_text().split("## Summary")[1] == text.split("## Summary")[1]
+    # two seeds on one set: seed 0 from the cache, seed 1 trained; seed-mean rows, per-seed
+    # differences, and the same cache files for seed 0
+    multi = tmp_path / "multi.md"
+    real_data.main([*argv[:4], "GunPoint", "--out", str(multi), "--work", str(work),
+                    "--seeds", "0,1"])
+    text2 = multi.read_text()
+    row = next(l for l in text2.splitlines() if l.startswith("| classification | GunPoint"))
+    cells = row.strip("| ").split(" | ")
+    per_seed = [float(v) for v in cells[6].split(" / ")]
+    est, lo, hi = (float(v) for v in re.findall(r"-?\d+\.\d+", cells[5])[:3])
+    assert len(per_seed) == 2 and est == pytest.approx(np.mean(per_seed), abs=1e-3)
+    t_lo, t_hi = common.seed_t_interval(per_seed)
+    # at least as wide as the seed spread (per-seed cells are rounded to 3 digits)
+    assert lo <= t_lo + 0.01 and hi >= t_hi - 0.01
+    assert lo - 1e-9 <= est <= hi + 1e-9
+    assert "per seed (0 / 1)" in text2 and "2 training seed(s)" in text2
+    assert len(list((work / "quick" / "cache").glob("classification-GunPoint-*.json"))) == 2
 
 
 def test_readme_shows_the_real_data_table_of_the_results_file():
